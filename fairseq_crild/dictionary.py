@@ -1,0 +1,62 @@
+"""BERT WordPiece vocabularies as fairseq dictionaries.
+
+fairseq's Dictionary reserves indices 0..3 for bos/pad/eos/unk. We give those roles to
+BERT's own symbols ([CLS], [PAD], [SEP], [UNK]) so that ``dict.bos()`` is [CLS] and
+``dict.eos()`` is [SEP]; every other WordPiece keeps its relative order. Converters permute
+embedding rows accordingly (see :func:`hf_to_fairseq_order`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Sequence
+
+from fairseq.data import Dictionary
+
+CLS, PAD, SEP, UNK, MASK = "[CLS]", "[PAD]", "[SEP]", "[UNK]", "[MASK]"
+BERT_SPECIALS = (CLS, PAD, SEP, UNK)
+
+
+def new_bert_dictionary() -> Dictionary:
+    """An empty dictionary whose four reserved symbols are BERT's."""
+    return Dictionary(bos=CLS, pad=PAD, eos=SEP, unk=UNK)
+
+
+def dictionary_from_vocab(vocab: Sequence[str]) -> Dictionary:
+    """Builds the fairseq dictionary for a BERT ``vocab.txt`` token list (in HF id order)."""
+    missing = [s for s in BERT_SPECIALS if s not in vocab]
+    if missing:
+        raise ValueError(f"vocabulary lacks BERT special tokens {missing}")
+    d = new_bert_dictionary()
+    for tok in vocab:
+        if tok in BERT_SPECIALS:
+            continue
+        if tok in d.indices:
+            raise ValueError(f"vocabulary lists {tok!r} twice")
+        d.add_symbol(tok, n=1)
+    return d
+
+
+def load_bert_dictionary(path: str) -> Dictionary:
+    """Loads a ``dict.txt`` written by :func:`save_bert_dictionary` (or by the converter)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dictionary not found: {path}")
+    d = new_bert_dictionary()
+    d.add_from_file(path)
+    return d
+
+
+def save_bert_dictionary(d: Dictionary, path: str) -> None:
+    d.save(path)
+
+
+def hf_to_fairseq_order(vocab: Sequence[str], d: Dictionary) -> List[int]:
+    """``perm[i]`` = HF vocabulary id of fairseq symbol ``i`` (gather rows with it)."""
+    hf_index: Dict[str, int] = {tok: i for i, tok in enumerate(vocab)}
+    return [hf_index[d[i]] for i in range(len(d))]
+
+
+def read_vocab_txt(path: str) -> List[str]:
+    """Reads a WordPiece ``vocab.txt`` (one token per line, id = line number)."""
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n").rstrip("\r") for line in f]

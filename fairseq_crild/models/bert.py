@@ -1,0 +1,360 @@
+"""A BERT encoder as a fairseq model, numerically equivalent to Hugging Face's BertModel.
+
+Word + learned absolute position + token-type embeddings, LayerNorm, post-LN transformer
+layers with erf-GELU, a tanh pooler on [CLS] and named classification/regression heads (one
+body can carry several task heads, as fairseq's RoBERTa does). Intermediate features are
+returned only when a :class:`FeatureRequest` asks for them; layers whose attention scores are
+not requested use fused scaled-dot-product attention.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
+from torch import Tensor, nn
+
+from fairseq_crild.models.requests import FeatureRequest, MixupSpec
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_ACTIVATIONS = ChoiceEnum(["none", "relu"])
+
+
+@dataclass
+class BertConfig(FairseqDataclass):
+    encoder_layers: int = field(default=6, metadata={"help": "number of transformer layers"})
+    encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size"})
+    encoder_attention_heads: int = field(default=12, metadata={"help": "attention heads"})
+    encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "feed-forward size"})
+    max_positions: int = field(
+        default=512, metadata={"help": "size of the learned position table (max tokens)"}
+    )
+    type_vocab_size: int = field(default=2, metadata={"help": "number of token types"})
+    layer_norm_eps: float = field(default=1e-12, metadata={"help": "LayerNorm epsilon"})
+    dropout: float = field(default=0.1, metadata={"help": "hidden dropout"})
+    attention_dropout: float = field(default=0.1, metadata={"help": "attention-prob dropout"})
+    pooler_dropout: float = field(
+        default=0.1, metadata={"help": "dropout before the classification head"}
+    )
+    classifier_activation: CLASSIFIER_ACTIVATIONS = field(
+        default="none",
+        metadata={
+            "help": "activation on the pooled output before the head: 'none' is standard "
+            "BERT, 'relu' reproduces the CR-ILD authors' head (Linear(relu(pooler)))"
+        },
+    )
+    init_std: float = field(default=0.02, metadata={"help": "stddev of weight init"})
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, vocab_size: int, cfg: BertConfig, padding_idx: int):
+        super().__init__()
+        dim = cfg.encoder_embed_dim
+        self.word_embeddings = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
+        self.position_embeddings = nn.Embedding(cfg.max_positions, dim)
+        self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, dim)
+        self.layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, tokens: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
+        positions = torch.arange(tokens.size(1), device=tokens.device)
+        x = self.word_embeddings(tokens) + self.position_embeddings(positions)[None]
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.layer_norm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        dim, heads = cfg.encoder_embed_dim, cfg.encoder_attention_heads
+        if dim % heads:
+            raise ValueError(f"encoder_embed_dim {dim} is not divisible by {heads} heads")
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.attention_dropout = cfg.attention_dropout
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, t, _ = x.shape
+        return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+
+    def forward(
+        self, x: Tensor, key_keep: Optional[Tensor], want_scores: bool, want_qkv: bool
+    ) -> Tuple[Tensor, Dict[str, Any]]:
+        """``key_keep``: (B, 1, 1, T) bool, True for real keys (None: no padding)."""
+        q_lin, k_lin, v_lin = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q, k, v = self._split(q_lin), self._split(k_lin), self._split(v_lin)
+        out: Dict[str, Any] = {}
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if want_scores:
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if key_keep is not None:
+                scores = scores.masked_fill(~key_keep, float("-inf"))
+            probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p, training=self.training)
+            ctx = torch.matmul(probs.to(v.dtype), v)
+            out["scores"] = scores
+        else:
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_keep, dropout_p=dropout_p)
+        if want_qkv:
+            out["qkv"] = {"q": q_lin, "k": k_lin, "v": v_lin}
+        b, _, t, _ = ctx.shape
+        return self.out_proj(ctx.transpose(1, 2).reshape(b, t, -1)), out
+
+
+class BertLayer(nn.Module):
+    """Post-LN transformer layer: LN(x + attn(x)), then LN(h + FFN(h))."""
+
+    def __init__(self, cfg: BertConfig):
+        super().__init__()
+        dim = cfg.encoder_embed_dim
+        self.attention = BertSelfAttention(cfg)
+        self.attn_layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
+        self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(
+        self, x: Tensor, key_keep: Optional[Tensor], want_scores: bool, want_qkv: bool
+    ) -> Tuple[Tensor, Dict[str, Any]]:
+        attn, extra = self.attention(x, key_keep, want_scores, want_qkv)
+        h = self.attn_layer_norm(x + self.dropout(attn))
+        ffn = self.fc2(F.gelu(self.fc1(h)))
+        return self.final_layer_norm(h + self.dropout(ffn)), extra
+
+
+class BertClassificationHead(nn.Module):
+    """Dropout + Linear on the pooled [CLS] output (optionally relu first, as the authors)."""
+
+    def __init__(self, dim: int, num_classes: int, dropout: float, activation: str = "none"):
+        super().__init__()
+        self.activation = str(activation)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(dim, num_classes)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        if self.activation == "relu":
+            pooled = F.relu(pooled)
+        return self.out_proj(self.dropout(pooled))
+
+
+@register_model("bert", dataclass=BertConfig)
+class BertModel(BaseFairseqModel):
+    """BERT body + tanh pooler + named heads. See module docstring."""
+
+    def __init__(self, cfg: BertConfig, vocab_size: int, padding_idx: int):
+        super().__init__()
+        self.cfg = cfg
+        self.padding_idx = padding_idx
+        self.embeddings = BertEmbeddings(vocab_size, cfg, padding_idx)
+        self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.encoder_layers))
+        self.pooler = nn.Linear(cfg.encoder_embed_dim, cfg.encoder_embed_dim)
+        self.classification_heads = nn.ModuleDict()
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.cfg.init_std
+        if isinstance(module, nn.Linear):
+            module.weight.data.normal_(0.0, std)
+            if module.bias is not None:
+                module.bias.data.zero_()
+        elif isinstance(module, nn.Embedding):
+            module.weight.data.normal_(0.0, std)
+            if module.padding_idx is not None:
+                module.weight.data[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            module.weight.data.fill_(1.0)
+            module.bias.data.zero_()
+
+    @classmethod
+    def build_model(cls, cfg: BertConfig, task) -> "BertModel":
+        dictionary = task.source_dictionary
+        return cls(cfg, len(dictionary), dictionary.pad())
+
+    def max_positions(self) -> int:
+        return self.cfg.max_positions
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.cfg.encoder_embed_dim
+
+    def register_classification_head(
+        self, name: str, num_classes: Optional[int] = None, inner_dim: Optional[int] = None,
+        **kwargs,
+    ) -> None:
+        """Adds (or replaces, with a warning when the size differs) the head ``name``."""
+        if name in self.classification_heads:
+            prev = self.classification_heads[name].out_proj.out_features
+            if prev == num_classes:
+                return
+            logger.warning(f"re-registering head {name!r} with {num_classes} outputs (was {prev})")
+        head = BertClassificationHead(
+            self.cfg.encoder_embed_dim, num_classes, self.cfg.pooler_dropout,
+            self.cfg.classifier_activation,
+        )
+        head.apply(self._init_weights)
+        self.classification_heads[name] = head
+
+    def pool(self, features: Tensor) -> Tensor:
+        return torch.tanh(self.pooler(features[:, 0]))
+
+    def forward(
+        self,
+        src_tokens: Tensor,
+        token_type_ids: Optional[Tensor] = None,
+        features_only: bool = True,
+        classification_head_name: Optional[str] = None,
+        request: Optional[FeatureRequest] = None,
+        **unused,
+    ) -> Tuple[Tensor, Dict[str, Any]]:
+        """Returns (head logits if ``classification_head_name`` else last hidden states, extra).
+
+        ``features_only`` is accepted for compatibility with fairseq's criterions; this model
+        has no LM head, so features are returned whenever no head is named.
+        """
+        request = request or FeatureRequest()
+        padding_mask = src_tokens.eq(self.padding_idx)
+        x = self.embeddings(src_tokens, token_type_ids)
+        if request.mixup is not None:
+            x, padding_mask = _apply_mixup(x, padding_mask, request.mixup)
+        key_keep = (~padding_mask)[:, None, None, :] if padding_mask.any() else None
+
+        extra: Dict[str, Any] = {"padding_mask": padding_mask}
+        hidden: Optional[List[Tensor]] = [x] if request.hidden_states else None
+        scores: Dict[int, Tensor] = {}
+        qkv: Dict[int, Dict[str, Tensor]] = {}
+        for i, layer in enumerate(self.layers):
+            x, layer_extra = layer(x, key_keep, i in request.attention_scores, i in request.qkv)
+            if hidden is not None:
+                hidden.append(x)
+            if "scores" in layer_extra:
+                scores[i] = layer_extra["scores"]
+            if "qkv" in layer_extra:
+                qkv[i] = layer_extra["qkv"]
+        if hidden is not None:
+            extra["hidden_states"] = hidden
+        if request.attention_scores:
+            extra["attention_scores"] = scores
+        if request.qkv:
+            extra["qkv"] = qkv
+
+        if classification_head_name is not None or request.pooled_output:
+            pooled = self.pool(x)
+            extra["pooled_output"] = pooled
+            if classification_head_name is not None:
+                return self.classification_heads[classification_head_name](pooled), extra
+        return x, extra
+
+    def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str) -> None:
+        """Reconciles classification heads between a checkpoint and this model (as RoBERTa).
+
+        Heads the checkpoint has but this model lacks are dropped; heads this model has but
+        the checkpoint lacks (e.g. fine-tuning a converted pretrained encoder) keep their
+        fresh initialisation. A pretrained checkpoint without pooler weights keeps ours.
+        """
+        prefix = name + "." if name else ""
+        super().upgrade_state_dict_named(state_dict, name)
+        head_prefix = prefix + "classification_heads."
+        current = self.state_dict()
+        for key in list(state_dict.keys()):
+            if not key.startswith(head_prefix):
+                continue
+            head_name = key[len(head_prefix):].split(".")[0]
+            local = key[len(prefix):]
+            if head_name not in self.classification_heads:
+                logger.info(f"dropping classification head {head_name!r} from the checkpoint")
+                del state_dict[key]
+            elif state_dict[key].shape != current[local].shape:
+                logger.warning(
+                    f"classification head {head_name!r} has shape "
+                    f"{tuple(state_dict[key].shape)} in the checkpoint and "
+                    f"{tuple(current[local].shape)} here: re-initialising it"
+                )
+                state_dict[key] = current[local]
+        for local, value in current.items():
+            is_head = local.startswith("classification_heads.")
+            is_pooler = local.startswith("pooler.")
+            if (is_head or is_pooler) and prefix + local not in state_dict:
+                logger.info(f"{local} not in the checkpoint: keeping its initialisation")
+                state_dict[prefix + local] = value
+
+
+def _apply_mixup(x: Tensor, padding_mask: Tensor, spec: MixupSpec) -> Tuple[Tensor, Tensor]:
+    partner = spec.partner.to(x.device)
+    lam = float(spec.lam)
+    mixed = x * lam + x[partner] * (1.0 - lam)
+    return mixed, padding_mask & padding_mask[partner]
+
+
+def _set_defaults(args, **defaults) -> None:
+    for key, value in defaults.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+
+
+@register_model_architecture("bert", "bert_student")
+def bert_student(args) -> None:
+    """The default student: 6 layers, 768 wide (override any size on the command line)."""
+    _set_defaults(
+        args, encoder_layers=6, encoder_embed_dim=768, encoder_attention_heads=12,
+        encoder_ffn_embed_dim=3072,
+    )
+
+
+@register_model_architecture("bert", "bert_hf_base")
+def bert_hf_base(args) -> None:
+    """BERT-base teacher (fairseq's own masked_lm already owns the name ``bert_base``)."""
+    _set_defaults(
+        args, encoder_layers=12, encoder_embed_dim=768, encoder_attention_heads=12,
+        encoder_ffn_embed_dim=3072,
+    )
+
+
+@register_model_architecture("bert", "bert_hf_large")
+def bert_hf_large(args) -> None:
+    _set_defaults(
+        args, encoder_layers=24, encoder_embed_dim=1024, encoder_attention_heads=16,
+        encoder_ffn_embed_dim=4096,
+    )
+
+
+@register_model_architecture("bert", "bert_minilm_l6")
+def bert_minilm_l6(args) -> None:
+    """The shape of all-MiniLM-L6-v2 (6 x 384, 12 heads), the offline teacher."""
+    _set_defaults(
+        args, encoder_layers=6, encoder_embed_dim=384, encoder_attention_heads=12,
+        encoder_ffn_embed_dim=1536,
+    )
+
+
+@register_model_architecture("bert", "bert_minilm_l3")
+def bert_minilm_l3(args) -> None:
+    _set_defaults(
+        args, encoder_layers=3, encoder_embed_dim=384, encoder_attention_heads=12,
+        encoder_ffn_embed_dim=1536,
+    )
+
+
+@register_model_architecture("bert", "bert_tiny")
+def bert_tiny(args) -> None:
+    """A tiny random config for tests and smoke runs (2 x 32, 2 heads)."""
+    _set_defaults(
+        args, encoder_layers=2, encoder_embed_dim=32, encoder_attention_heads=2,
+        encoder_ffn_embed_dim=64, max_positions=128,
+    )

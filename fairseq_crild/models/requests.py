@@ -1,0 +1,44 @@
+"""What a distillation loss asks an encoder for, and how it asks (the "adaptor" contract).
+
+Criterions never reach into model internals: they build a :class:`FeatureRequest` and read
+the answers from the ``extra`` dict the model returns. Any encoder (BERT, RoBERTa, ...) that
+answers the same request works with every criterion. Nothing is kept unless requested, so a
+plain forward costs no extra memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import FrozenSet, Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class MixupSpec:
+    """Mix every example's embedding output with a partner's: lam * e_i + (1 - lam) * e_j.
+
+    ``partner[i] = j``. Applied after the embedding LayerNorm and dropout; the padding mask
+    becomes the union of both examples' real tokens. Teacher and student get the same spec.
+    """
+
+    lam: float
+    partner: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FeatureRequest:
+    """Intermediate features a criterion needs from one forward pass.
+
+    Layer indices are 0-based transformer layers. Answers appear in the model's ``extra``:
+    ``hidden_states`` (list: index 0 = embedding output, index i + 1 = output of layer i),
+    ``attention_scores`` ({layer: (B, H, T, T) pre-softmax scores, padded keys = -inf}),
+    ``qkv`` ({layer: {"q", "k", "v": (B, T, D)}}), ``pooled_output`` (B, D) and
+    ``padding_mask`` (B, T) True at padding (after mixup: padding in both examples).
+    """
+
+    hidden_states: bool = False
+    attention_scores: FrozenSet[int] = field(default_factory=frozenset)
+    qkv: FrozenSet[int] = field(default_factory=frozenset)
+    pooled_output: bool = False
+    mixup: Optional[MixupSpec] = None

