@@ -8,6 +8,6 @@ from fairseq_crild import checkpoint_safety
 
 checkpoint_safety.install()
 
-from fairseq_crild import models  # noqa: E402,F401
+from fairseq_crild import criterions, models, tasks  # noqa: E402,F401
 
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import pickle
+import re
 from typing import Any, Callable, List
 
 import numpy as np
@@ -59,14 +60,13 @@ def _with_clear_errors(loader: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return loader(path, *args, **kwargs)
         except pickle.UnpicklingError as err:
-            detail = str(err).strip().splitlines()
-            reason = next((line for line in detail if "Unsupported global" in line), None)
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+            reason = (f"it pickles {found.group(1)}, which is not an allowed type" if found
+                      else "it is not a torch checkpoint")
             raise UnsafeCheckpointError(
-                f"refusing to load checkpoint {path}: "
-                + (reason.strip() if reason else (detail[0] if detail else "not a checkpoint"))
-                + ". Safe loading (weights_only) allows tensors, containers, argparse.Namespace"
-                " and numpy scalars only; only load checkpoints you trust, and re-save them"
-                " with plain types."
+                f"refusing to load checkpoint {path}: {reason}. Safe loading allows tensors, "
+                "containers, argparse.Namespace and numpy scalars; re-save the checkpoint "
+                "with plain types (and only load files you trust)"
             ) from None
         except (EOFError, RuntimeError) as err:
             if isinstance(err, UnsafeCheckpointError):

@@ -1,0 +1,1 @@
+from fairseq_crild.tasks import distill_glue  # noqa: F401

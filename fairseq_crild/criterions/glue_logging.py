@@ -1,0 +1,70 @@
+"""Task metrics inside fairseq's logging: summable statistics per batch, metrics derived once.
+
+Criterions put :func:`prediction_stats` into their logging output; :func:`reduce_glue_metrics`
+sums them (over batches and workers, as fairseq does) and registers derived meters, so
+``--best-checkpoint-metric accuracy|f1|mcc|pearson|spearman`` selects on exact GLUE values.
+Spearman needs every prediction: validation batches of regression tasks carry them as
+tensors and the criterion then declares its outputs not summable (fairseq all-gathers them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Sequence
+
+import torch
+from fairseq.logging import metrics
+from fairseq.logging.meters import ConcatTensorMeter
+
+from fairseq_crild import metrics as glue
+
+STAT_PREFIX = "_glue_"
+PRED_KEY, TARGET_KEY = "_glue_preds", "_glue_targets"
+
+
+def prediction_stats(logits: torch.Tensor, target: torch.Tensor, regression: bool,
+                     num_classes: int, keep_predictions: bool) -> Dict[str, Any]:
+    """Logging-output entries for one batch (prefixed keys; hidden from the progress bar)."""
+    with torch.no_grad():
+        if regression:
+            preds = logits.detach().float().view(-1)
+            stats = glue.regression_stats(preds.cpu(), target.float().view(-1).cpu())
+        else:
+            preds = logits.detach().argmax(dim=-1)
+            stats = glue.classification_stats(preds.cpu(), target.cpu(), num_classes)
+    out: Dict[str, Any] = {STAT_PREFIX + k: v for k, v in stats.items()}
+    if regression and keep_predictions:
+        out[PRED_KEY] = preds.cpu()
+        out[TARGET_KEY] = target.detach().float().view(-1).cpu()
+    return out
+
+
+def _summed(meters, keys: Sequence[str]) -> Dict[str, float]:
+    return {k[len(STAT_PREFIX):]: meters[k].sum for k in keys if k in meters}
+
+
+def reduce_glue_metrics(logging_outputs: List[Dict[str, Any]], metric_names: Sequence[str]
+                        ) -> None:
+    """Sums the statistics and logs the task's metrics as derived meters (x100, like fairseq
+    logs accuracy)."""
+    keys = sorted({k for log in logging_outputs for k in log
+                   if k.startswith(STAT_PREFIX) and k not in (PRED_KEY, TARGET_KEY)})
+    if not keys:
+        return
+    for key in keys:
+        metrics.log_scalar_sum(key, sum(float(log.get(key, 0.0)) for log in logging_outputs))
+    preds = [log[PRED_KEY] for log in logging_outputs if PRED_KEY in log]
+    if preds:
+        metrics.log_custom(ConcatTensorMeter, PRED_KEY, torch.cat(preds))
+        metrics.log_custom(ConcatTensorMeter, TARGET_KEY,
+                           torch.cat([log[TARGET_KEY] for log in logging_outputs
+                                      if TARGET_KEY in log]))
+    for name in metric_names:
+        if name == "spearman":
+            if not preds:
+                continue
+            metrics.log_derived(name, lambda m: round(100 * glue.spearman(
+                m[PRED_KEY].tensor.numpy(), m[TARGET_KEY].tensor.numpy()), 2))
+        else:
+            fn = {"accuracy": glue.accuracy, "f1": glue.f1, "mcc": glue.matthews_corr,
+                  "pearson": glue.pearson}[name]
+            metrics.log_derived(name, lambda m, fn=fn: round(100 * fn(_summed(m, keys)), 2))

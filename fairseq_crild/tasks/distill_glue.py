@@ -1,0 +1,209 @@
+"""The ``distill_glue`` task: binarised GLUE data for BERT fine-tuning and distillation.
+
+Reads the folder written by ``scripts/prepare_glue.py`` (input0/, input1/, label/,
+meta.json), pairs sentences as ``[CLS] a [SEP] b [SEP]`` with token types, truncates
+longest-first to ``--max-positions``, batches by length, and sizes the classification head
+from the data. Options reproduce the paper's harder settings: a seeded training subset of K
+examples and seeded label noise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from fairseq.data import Dictionary, data_utils
+from fairseq.dataclass import FairseqDataclass
+from fairseq.tasks import FairseqTask, register_task
+from omegaconf import II, MISSING
+
+from fairseq_crild.data.pair_dataset import SentencePairDataset
+from fairseq_crild.dictionary import load_bert_dictionary
+
+logger = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+
+
+class GlueDataError(ValueError):
+    """The binarised data folder is missing something or disagrees with the options."""
+
+
+@dataclass
+class DistillGlueConfig(FairseqDataclass):
+    data: str = field(default=MISSING, metadata={"help": "folder written by prepare_glue.py"})
+    max_positions: int = field(
+        default=128, metadata={"help": "max tokens per example ([CLS] a [SEP] b [SEP]); longer "
+                               "pairs are truncated longest-first, as BERT does"}
+    )
+    classification_head_name: str = field(
+        default="glue", metadata={"help": "name of the model head trained for this task"}
+    )
+    train_subset_size: int = field(
+        default=0, metadata={"help": "train on a random subset of this many examples "
+                             "(0 = all); seeded by --data-seed"}
+    )
+    label_noise: float = field(
+        default=0.0, metadata={"help": "fraction of training labels replaced by a different "
+                               "random class (classification only); seeded by --data-seed"}
+    )
+    data_seed: int = field(
+        default=1, metadata={"help": "seed of --train-subset-size / --label-noise draws "
+                             "(independent of --seed, so every training seed sees one subset)"}
+    )
+    pad_to_length: int = field(
+        default=0, metadata={"help": "pad every batch to this many tokens (0 = pad to the "
+                             "longest in the batch); the paper's reference code pads to 128"}
+    )
+    seed: int = II("common.seed")
+
+
+def read_meta(data_dir: str) -> Dict[str, Any]:
+    path = os.path.join(data_dir, META_FILE)
+    if not os.path.isfile(path):
+        raise GlueDataError(
+            f"{path} not found: --data must be a folder written by scripts/prepare_glue.py"
+        )
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def apply_label_noise(labels: np.ndarray, fraction: float, num_classes: int,
+                      rng: np.random.RandomState, candidates: np.ndarray) -> np.ndarray:
+    """Replaces the labels of ``round(fraction * len(candidates))`` of ``candidates`` by a
+    different class drawn uniformly; returns the indices that were changed."""
+    n_flip = int(round(fraction * len(candidates)))
+    flipped = rng.choice(candidates, size=n_flip, replace=False)
+    shift = rng.randint(1, num_classes, size=n_flip)
+    labels[flipped] = (labels[flipped] + shift) % num_classes
+    return flipped
+
+
+@register_task("distill_glue", dataclass=DistillGlueConfig)
+class DistillGlueTask(FairseqTask):
+    """GLUE classification/regression with BERT inputs (and, for distillation, a teacher)."""
+
+    cfg: DistillGlueConfig
+
+    def __init__(self, cfg: DistillGlueConfig, dictionary: Dictionary, meta: Dict[str, Any]):
+        super().__init__(cfg)
+        self.dictionary = dictionary
+        self.meta = meta
+
+    @classmethod
+    def setup_task(cls, cfg: DistillGlueConfig, **kwargs) -> "DistillGlueTask":
+        meta = read_meta(cfg.data)
+        dictionary = load_bert_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
+        logger.info(
+            f"[{meta.get('task')}] dictionary: {len(dictionary)} types; "
+            f"{'regression' if meta.get('regression') else str(meta.get('num_classes')) + ' classes'}"
+        )
+        if cfg.label_noise and meta.get("regression"):
+            raise GlueDataError("--label-noise applies to classification tasks only")
+        if not 0.0 <= cfg.label_noise <= 1.0:
+            raise GlueDataError(f"--label-noise must lie in [0, 1], got {cfg.label_noise}")
+        return cls(cfg, dictionary, meta)
+
+    @property
+    def regression(self) -> bool:
+        return bool(self.meta.get("regression", False))
+
+    @property
+    def num_classes(self) -> int:
+        return 1 if self.regression else int(self.meta["num_classes"])
+
+    @property
+    def label_names(self) -> List[str]:
+        return list(self.meta.get("label_names") or [])
+
+    @property
+    def metric_names(self) -> List[str]:
+        return list(self.meta.get("metrics") or (["pearson", "spearman"] if self.regression
+                                                 else ["accuracy"]))
+
+    @property
+    def source_dictionary(self) -> Dictionary:
+        return self.dictionary
+
+    @property
+    def target_dictionary(self) -> Dictionary:
+        return self.dictionary
+
+    def max_positions(self) -> int:
+        return self.cfg.max_positions
+
+    def _split_path(self, kind: str, split: str) -> str:
+        return os.path.join(self.cfg.data, kind, split)
+
+    def _load_indexed(self, kind: str, split: str, required: bool):
+        path = self._split_path(kind, split)
+        if not os.path.isfile(path + ".bin"):
+            if required:
+                raise GlueDataError(
+                    f"{path}.bin not found: split {split!r} is missing from {self.cfg.data} "
+                    f"(splits present: {self.available_splits()})"
+                )
+            return None
+        return data_utils.load_indexed_dataset(path, None, dataset_impl="mmap")
+
+    def available_splits(self) -> List[str]:
+        folder = os.path.join(self.cfg.data, "input0")
+        return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".bin"))
+
+    def _load_labels(self, split: str) -> Optional[np.ndarray]:
+        ds = self._load_indexed("label", split, required=False)
+        if ds is None:
+            return None
+        values = np.concatenate([ds[i].numpy() for i in range(len(ds))]) if len(ds) else \
+            np.zeros(0)
+        return values.astype(np.float32 if self.regression else np.int64)
+
+    def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
+        input0 = self._load_indexed("input0", split, required=True)
+        input1 = self._load_indexed("input1", split, required=False)
+        labels = self._load_labels(split)
+        indices = None
+        if split == "train":
+            indices, labels = self._harder_setting(len(input0), labels)
+        self.datasets[split] = SentencePairDataset(
+            input0, input1, labels,
+            cls=self.dictionary.bos(), sep=self.dictionary.eos(), pad=self.dictionary.pad(),
+            max_positions=self.cfg.max_positions, indices=indices,
+            pad_to_length=self.cfg.pad_to_length or None,
+        )
+        logger.info(f"{split}: {len(self.datasets[split])} examples")
+
+    def _harder_setting(self, n: int, labels: Optional[np.ndarray]):
+        """The paper's few-sample and label-noise variants, drawn with --data-seed."""
+        rng = np.random.RandomState(self.cfg.data_seed)
+        indices = None
+        if self.cfg.train_subset_size:
+            k = self.cfg.train_subset_size
+            if k > n:
+                raise GlueDataError(f"--train-subset-size {k} exceeds the {n} training examples")
+            indices = np.sort(rng.choice(n, size=k, replace=False))
+            logger.info(f"training on a random subset of {k}/{n} examples "
+                        f"(--data-seed {self.cfg.data_seed})")
+        if self.cfg.label_noise and labels is not None:
+            labels = labels.copy()
+            pool = indices if indices is not None else np.arange(n)
+            flipped = apply_label_noise(labels, self.cfg.label_noise, self.num_classes, rng, pool)
+            logger.info(f"label noise: changed {len(flipped)}/{len(pool)} training labels "
+                        f"(--label-noise {self.cfg.label_noise}, --data-seed {self.cfg.data_seed})")
+        return indices, labels
+
+    def build_model(self, cfg, from_checkpoint: bool = False):
+        model = super().build_model(cfg, from_checkpoint)
+        if self.cfg.max_positions > model.max_positions():
+            raise GlueDataError(
+                f"--max-positions {self.cfg.max_positions} exceeds the model's position table "
+                f"({model.max_positions()}); lower --max-positions"
+            )
+        model.register_classification_head(
+            self.cfg.classification_head_name, num_classes=self.num_classes
+        )
+        return model
