@@ -60,3 +60,13 @@ def read_vocab_txt(path: str) -> List[str]:
     """Reads a WordPiece ``vocab.txt`` (one token per line, id = line number)."""
     with open(path, encoding="utf-8") as f:
         return [line.rstrip("\n").rstrip("\r") for line in f]
+
+
+def vocab_fingerprint(d: Dictionary) -> str:
+    """sha256 of the ordered symbol list: equal iff two models index tokens identically."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for i in range(len(d)):
+        h.update(d[i].encode("utf-8") + b"\n")
+    return h.hexdigest()

@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fairseq_crild.dictionary import vocab_fingerprint  # noqa: E402
 from fairseq_crild.models.hf_conversion import (  # noqa: E402
     TOKENIZER_CONFIG,
     ConversionError,
@@ -43,8 +44,9 @@ def main(argv=None) -> int:
         hf_dir = resolve_hf_dir(args.hf_dir)
         cfg, sd, dictionary, lowercase = convert_hf_folder(hf_dir, args.head_name)
         with atomic_output_dir(args.out_dir, args.overwrite) as tmp:
-            torch.save(fairseq_checkpoint(cfg, sd, os.path.abspath(hf_dir)),
-                       os.path.join(tmp, "model.pt"))
+            ckpt = fairseq_checkpoint(cfg, sd, os.path.abspath(hf_dir),
+                                      vocab_fingerprint(dictionary))
+            torch.save(ckpt, os.path.join(tmp, "model.pt"))
             dictionary.save(os.path.join(tmp, "dict.txt"))
             with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
                 json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase}, f)

@@ -101,7 +101,9 @@ class BertSelfAttention(nn.Module):
         if want_scores:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if key_keep is not None:
-                scores = scores.masked_fill(~key_keep, float("-inf"))
+                # the dtype's lowest finite value rather than -inf (as HF does): softmax is the
+                # same, and losses taking these scores as targets never see 0 * -inf = NaN
+                scores = scores.masked_fill(~key_keep, torch.finfo(scores.dtype).min)
             probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p, training=self.training)
             ctx = torch.matmul(probs.to(v.dtype), v)
             out["scores"] = scores

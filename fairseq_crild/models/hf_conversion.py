@@ -149,7 +149,7 @@ def state_dict_from_hf(
 
 
 def fairseq_checkpoint(
-    model_cfg: Dict[str, Any], state_dict: Dict[str, Tensor], source: str
+    model_cfg: Dict[str, Any], state_dict: Dict[str, Tensor], source: str, vocab_sha256: str
 ) -> Dict[str, Any]:
     """A checkpoint fairseq's ``--finetune-from-model`` / ``--restore-file`` can read."""
     return {
@@ -161,6 +161,7 @@ def fairseq_checkpoint(
             {"criterion_name": "none", "optimizer_name": "none", "lr_scheduler_state": {},
              "num_updates": 0}
         ],
+        "task_state": {"vocab_sha256": vocab_sha256},
         "extra_state": {"converted_from": source},
     }
 

@@ -32,7 +32,8 @@ class FeatureRequest:
 
     Layer indices are 0-based transformer layers. Answers appear in the model's ``extra``:
     ``hidden_states`` (list: index 0 = embedding output, index i + 1 = output of layer i),
-    ``attention_scores`` ({layer: (B, H, T, T) pre-softmax scores, padded keys = -inf}),
+    ``attention_scores`` ({layer: (B, H, T, T) pre-softmax scores, padded keys at the dtype's
+    lowest value}),
     ``qkv`` ({layer: {"q", "k", "v": (B, T, D)}}), ``pooled_output`` (B, D) and
     ``padding_mask`` (B, T) True at padding (after mixup: padding in both examples).
     """

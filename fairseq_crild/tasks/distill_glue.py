@@ -22,7 +22,11 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
 from fairseq_crild.data.pair_dataset import SentencePairDataset
-from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.models.bert import BertModel
+from fairseq_crild.models.loading import read_checkpoint
+from fairseq_crild.student_init import copy_layers_into, select_source_layers
+from fairseq_crild.teacher import FrozenTeacher
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +63,18 @@ class DistillGlueConfig(FairseqDataclass):
         default=0, metadata={"help": "pad every batch to this many tokens (0 = pad to the "
                              "longest in the batch); the paper's reference code pads to 128"}
     )
+    teacher_path: str = field(
+        default="", metadata={"help": "fine-tuned teacher checkpoint (needed by the kd and "
+                              "cr_ild criterions); loaded once, frozen, never saved"}
+    )
+    init_student_from: str = field(
+        default="", metadata={"help": "checkpoint (e.g. the PRE-TRAINED teacher, converted) "
+                              "whose embeddings and layers initialise the student"}
+    )
+    init_student_layers: str = field(
+        default="first", metadata={"help": "source layers copied into the student: 'first' "
+                                   "(0..N-1, the paper's PKD init), 'uniform', or '0,2,4'"}
+    )
     seed: int = II("common.seed")
 
 
@@ -93,6 +109,17 @@ class DistillGlueTask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.meta = meta
+        self._teacher: Optional[FrozenTeacher] = None
+        self.student: Optional[BertModel] = None
+        self.current_epoch = 1
+        self.num_updates = 0
+        # saved in every checkpoint ("task_state"): lets a later run check that a teacher
+        # indexes tokens and labels exactly as its student does
+        self.state.merge_state_dict({
+            "vocab_sha256": vocab_fingerprint(dictionary),
+            "label_names": self.label_names,
+            "glue_task": meta.get("task"),
+        })
 
     @classmethod
     def setup_task(cls, cfg: DistillGlueConfig, **kwargs) -> "DistillGlueTask":
@@ -206,4 +233,43 @@ class DistillGlueTask(FairseqTask):
         model.register_classification_head(
             self.cfg.classification_head_name, num_classes=self.num_classes
         )
+        if self.cfg.init_student_from:
+            source = read_checkpoint(self.cfg.init_student_from)["model"]
+            n_source = len({k.split(".")[1] for k in source if k.startswith("layers.")})
+            layers = select_source_layers(self.cfg.init_student_layers, model.num_layers,
+                                          n_source)
+            copy_layers_into(model, source, layers)
+        if self.cfg.teacher_path and self._teacher is None:
+            self._teacher = self.load_teacher()
+        self.student = model
         return model
+
+    def load_teacher(self) -> FrozenTeacher:
+        return FrozenTeacher.load(
+            self.cfg.teacher_path, self.dictionary, self.cfg.classification_head_name,
+            self.num_classes, self.label_names,
+        )
+
+    @property
+    def teacher(self) -> FrozenTeacher:
+        if self._teacher is None:
+            if not self.cfg.teacher_path:
+                raise GlueDataError("this criterion distils from a teacher: pass --teacher-path")
+            self._teacher = self.load_teacher()
+        return self._teacher
+
+    def begin_epoch(self, epoch: int, model) -> None:
+        self.current_epoch = epoch  # read by criterions with epoch ramp-ups
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        self.num_updates = update_num  # read by criterions with update-based schedules / EMA
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def build_criterion(self, cfg, from_checkpoint: bool = False):
+        """Lets a criterion prepare the student (e.g. freeze parameters its loss never
+        reaches) before fairseq wraps it in DDP and builds the optimizer."""
+        criterion = super().build_criterion(cfg, from_checkpoint)
+        prepare = getattr(criterion, "prepare_student", None)
+        if prepare is not None and self.student is not None:
+            prepare(self.student)
+        return criterion

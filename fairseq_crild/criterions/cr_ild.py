@@ -1,0 +1,310 @@
+"""``cr_ild``: stage-1 intermediate layer distillation (ILD), with CR-ILD and its baselines.
+
+One criterion covers the ILD family of docs/method.md: hidden-state MSE (through a learned
+projection when widths differ), attention-score KL, MiniLM-style Q/K/V self-relation KL and
+PKD's normalised [CLS] MSE, over a last / uniform / explicit layer map; CR-ILD adds mixup of
+the embedding output (fed identically to teacher and student) and a consistency term between
+the student's features of the mixed input and the mix of its clean features. Presets
+(``--ild-preset``) fill in whatever option is left unset. Labels are never used.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.logging import metrics
+from omegaconf import II
+from torch import Tensor, nn
+
+from fairseq_crild import losses
+from fairseq_crild.models.requests import FeatureRequest, MixupSpec
+
+logger = logging.getLogger(__name__)
+
+OBJECTS = ("hidden", "attention", "qkv", "cls")
+# preset -> (objects, layer map, mixup, consistency weight)
+PRESETS: Dict[str, Tuple[str, str, bool, float]] = {
+    "cr_ild": ("qkv", "last", True, 0.1),
+    "l_ild": ("qkv", "last", False, 0.0),
+    "minilm": ("qkv", "last", False, 0.0),
+    "tinybert": ("attention,hidden", "uniform", False, 0.0),
+    "pkd": ("cls", "uniform", False, 0.0),
+    "custom": ("hidden", "last", False, 0.0),
+}
+
+
+@dataclass
+class CrIldConfig(FairseqDataclass):
+    ild_preset: ChoiceEnum(list(PRESETS)) = field(  # type: ignore[valid-type]
+        default="cr_ild", metadata={"help": "method preset: cr_ild (Q/K/V relations of the "
+                                    "last layer + mixup + consistency), l_ild / minilm (the "
+                                    "same without mixup), tinybert (attention + hidden, "
+                                    "uniform map), pkd (normalised [CLS], uniform map); "
+                                    "options below override it"}
+    )
+    ild_objects: str = field(
+        default="", metadata={"help": "comma list of hidden, attention, qkv, cls "
+                              "(empty: the preset's)"}
+    )
+    ild_layer_map: str = field(
+        default="", metadata={"help": "last | uniform | explicit 's:t,...' pairs of 0-based "
+                              "student:teacher layers (empty: the preset's)"}
+    )
+    num_relation_heads: int = field(
+        default=12, metadata={"help": "relation heads R for the Q/K/V relation loss (both "
+                              "widths must be divisible by R)"}
+    )
+    relation_padding: ChoiceEnum(["exclude", "include"]) = field(  # type: ignore[valid-type]
+        default="exclude", metadata={"help": "exclude padded rows/keys from the relation "
+                                     "loss, or include them as the authors' code does"}
+    )
+    attention_loss: ChoiceEnum(["kl", "ce"]) = field(  # type: ignore[valid-type]
+        default="kl", metadata={"help": "attention loss: KL (0 at equality) or the literal "
+                                "cross-entropy (same gradient)"}
+    )
+    mixup: ChoiceEnum(["preset", "on", "off"]) = field(  # type: ignore[valid-type]
+        default="preset", metadata={"help": "embedding mixup during training"}
+    )
+    mixup_alpha: float = field(default=1.0, metadata={"help": "lam ~ Beta(a, a), max(lam, 1-lam)"})
+    mixup_partner: ChoiceEnum(["reverse", "random"]) = field(  # type: ignore[valid-type]
+        default="reverse", metadata={"help": "partner of example i: B-1-i (authors) or a "
+                                     "random permutation"}
+    )
+    consistency_weight: float = field(
+        default=-1.0, metadata={"help": "w_ic of the consistency term, ramped up linearly "
+                                "over epochs from 0 (negative: the preset's; needs mixup)"}
+    )
+    consistency_on_relations: bool = field(
+        default=False, metadata={"help": "also apply consistency to Q/K/V relations (the "
+                                 "authors' code applies it to attention/hidden objects only)"}
+    )
+    consistency_target: ChoiceEnum(["clean", "ema"]) = field(  # type: ignore[valid-type]
+        default="clean", metadata={"help": "clean features from the student itself or from "
+                                   "an EMA copy of it (saved in checkpoints)"}
+    )
+    ema_decay: float = field(default=0.999, metadata={"help": "decay of the EMA student"})
+    max_epoch: int = II("optimization.max_epoch")
+    max_update: int = II("optimization.max_update")
+
+
+@register_criterion("cr_ild", dataclass=CrIldConfig)
+class CrIldCriterion(FairseqCriterion):
+    def __init__(self, cfg: CrIldConfig, task):
+        super().__init__(task)
+        self.cfg = cfg
+        objects, layer_map, mixup, weight = PRESETS[str(cfg.ild_preset)]
+        self.objects = [o.strip() for o in (cfg.ild_objects or objects).split(",") if o.strip()]
+        bad = [o for o in self.objects if o not in OBJECTS]
+        if bad or not self.objects:
+            raise ValueError(f"--ild-objects {cfg.ild_objects!r}: unknown {bad}; choose from "
+                             f"{', '.join(OBJECTS)}")
+        self.layer_map_spec = cfg.ild_layer_map or layer_map
+        self.use_mixup = {"on": True, "off": False}.get(str(cfg.mixup), mixup)
+        self.consistency_weight = weight if cfg.consistency_weight < 0 else cfg.consistency_weight
+        if self.consistency_weight > 0 and not self.use_mixup:
+            raise ValueError("--consistency-weight > 0 needs mixup (--mixup on)")
+        self.consistency_objects = [o for o in self.objects if o in ("hidden", "attention")
+                                    or (o == "qkv" and cfg.consistency_on_relations)]
+        self.layer_map: List[Tuple[int, int]] = []
+        self.projection: Optional[nn.Linear] = None
+        self.ema_model: Optional[nn.Module] = None
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    # ------------------------------------------------------------------ set-up
+    def prepare_student(self, student) -> None:
+        """Resolves the layer map, builds the projection / EMA copy, freezes the student
+        parameters no ILD loss reaches (DDP would otherwise fail on unused parameters)."""
+        teacher = self.task.teacher
+        self.layer_map = losses.parse_layer_map(self.layer_map_spec, student.num_layers,
+                                                teacher.num_layers)
+        if "attention" in self.objects:
+            s_heads = student.cfg.encoder_attention_heads
+            t_heads = teacher.model.cfg.encoder_attention_heads
+            if s_heads != t_heads:
+                raise ValueError(f"attention KL needs equal head counts (student {s_heads}, "
+                                 f"teacher {t_heads}); use --ild-objects qkv instead")
+        if {"hidden", "cls"} & set(self.objects) and student.hidden_size != teacher.hidden_size:
+            self.projection = nn.Linear(student.hidden_size, teacher.hidden_size)
+            logger.info(f"learned projection {student.hidden_size} -> {teacher.hidden_size}")
+        self._freeze_unreached(student)
+        if self.consistency_weight > 0 and self.cfg.consistency_target == "ema":
+            self.ema_model = copy.deepcopy(student)
+            for p in self.ema_model.parameters():
+                p.requires_grad_(False)
+        logger.info(f"ILD objects {self.objects}, layer map {self.layer_map}, mixup "
+                    f"{self.use_mixup}, consistency weight {self.consistency_weight} on "
+                    f"{self.consistency_objects or 'nothing'}")
+
+    def _student_request(self, mixup: Optional[MixupSpec]) -> FeatureRequest:
+        return self._request([s for s, _ in self.layer_map], mixup)
+
+    def _request(self, layers: List[int], mixup: Optional[MixupSpec]) -> FeatureRequest:
+        return FeatureRequest(
+            hidden_states=bool({"hidden", "cls"} & set(self.objects)),
+            attention_scores=frozenset(layers) if "attention" in self.objects else frozenset(),
+            qkv=frozenset(layers) if "qkv" in self.objects else frozenset(),
+            mixup=mixup,
+        )
+
+    def _freeze_unreached(self, student) -> None:
+        """A tiny probe forward tells which parameters the requested features depend on."""
+        probe = torch.full((2, 4), student.padding_idx + 1, dtype=torch.long)
+        probe[:, 0] = self.task.dictionary.bos()
+        device = next(student.parameters()).device
+        _, extra = student(probe.to(device), request=self._student_request(None))
+        feats = self._student_features(extra)
+        total = sum(t.float().sum() for t in _flatten(feats))
+        params = [p for p in student.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(total, params, allow_unused=True)
+        frozen = 0
+        for p, g in zip(params, grads):
+            if g is None:
+                p.requires_grad_(False)
+                frozen += p.numel()
+        logger.info(f"froze {frozen} student parameters that no ILD loss reaches")
+
+    # ------------------------------------------------------------------ features
+    def _student_features(self, extra: Dict[str, Any]) -> Dict[str, Any]:
+        return self._features(extra, [s for s, _ in self.layer_map])
+
+    def _features(self, extra: Dict[str, Any], layers: List[int]) -> Dict[str, Any]:
+        feats: Dict[str, Any] = {}
+        for k, layer in enumerate(layers):
+            if "hidden" in self.objects:
+                feats[f"hidden.{k}"] = extra["hidden_states"][layer + 1]
+            if "cls" in self.objects:
+                feats[f"cls.{k}"] = extra["hidden_states"][layer + 1][:, 0]
+            if "attention" in self.objects:
+                feats[f"attention.{k}"] = extra["attention_scores"][layer]
+            if "qkv" in self.objects:
+                feats[f"qkv.{k}"] = extra["qkv"][layer]
+        return feats
+
+    def _distance(self, obj: str, student: Any, target: Any, mask: Tensor,
+                  project: bool) -> Tensor:
+        if obj in ("hidden", "cls") and project and self.projection is not None:
+            student = self.projection(student)
+        if obj == "hidden":
+            return losses.hidden_mse(student, target, mask)
+        if obj == "cls":
+            return losses.pkd_cls_loss(student, target)
+        if obj == "attention":
+            return losses.attention_kl(student, target, mask, kl=self.cfg.attention_loss == "kl")
+        return losses.qkv_relation_kl(student, target, mask, self.cfg.num_relation_heads,
+                                      str(self.cfg.relation_padding))
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, model, sample, reduce: bool = True):
+        net_input = sample["net_input"]
+        batch = net_input["src_tokens"].size(0)
+        mixup = None
+        if model.training and self.use_mixup and batch > 1:
+            # torch's CPU generator: fairseq reseeds it with seed + num_updates every step,
+            # so a resumed run draws the same lam / partners as an uninterrupted one
+            rng = torch.default_generator
+            lam = losses.sample_mixup_lambda(self.cfg.mixup_alpha, generator=rng)
+            partner = losses.mixup_partner(batch, str(self.cfg.mixup_partner), generator=rng)
+            mixup = MixupSpec(lam=lam, partner=partner.to(net_input["src_tokens"].device))
+        _, s_extra = model(**net_input, request=self._student_request(mixup))
+        student_param = next(model.parameters())
+        teacher = self.task.teacher
+        teacher.follow(student_param.device, student_param.dtype)
+        t_layers = [t for _, t in self.layer_map]
+        _, t_extra = teacher(net_input, None, self._request(t_layers, mixup))
+        mask = ~s_extra["padding_mask"]
+        s_feats = self._student_features(s_extra)
+        t_feats = self._features(t_extra, t_layers)
+
+        terms: Dict[str, Tensor] = {}
+        for key, value in s_feats.items():
+            obj = key.split(".")[0]
+            d = self._distance(obj, value, t_feats[key], mask, project=True)
+            terms[obj] = terms.get(obj, 0.0) + d
+        ild = sum(terms.values())
+        loss = ild
+        log: Dict[str, Any] = {f"loss_{k}": v.detach() * batch for k, v in terms.items()}
+
+        weight = self._consistency_weight_now()
+        if mixup is not None and weight > 0 and self.consistency_objects:
+            cons = self._consistency(model, net_input, s_feats, mixup, mask)
+            loss = loss + weight * cons
+            log["loss_cons"] = cons.detach() * batch
+        if mixup is not None:
+            log["lam"] = mixup.lam * batch
+            log["w_cons"] = weight * batch
+        logging_output = {
+            "loss": loss.detach() * batch, "loss_ild": ild.detach() * batch,
+            "ntokens": sample["ntokens"], "nsentences": batch, "sample_size": batch, **log,
+        }
+        return loss * batch, batch, logging_output
+
+    def _consistency_weight_now(self) -> float:
+        if self.consistency_weight <= 0:
+            return 0.0
+        if self.cfg.max_epoch and self.cfg.max_epoch > 0:
+            epoch = getattr(self.task, "current_epoch", 1) - 1  # epochs from 0, as the authors
+            return losses.consistency_rampup(epoch, self.cfg.max_epoch, self.consistency_weight)
+        if self.cfg.max_update and self.cfg.max_update > 0:
+            done = getattr(self.task, "num_updates", 0)
+            return losses.consistency_rampup(done, self.cfg.max_update, self.consistency_weight)
+        return self.consistency_weight
+
+    def _consistency(self, model, net_input, s_feats, mixup: MixupSpec, mask: Tensor) -> Tensor:
+        source = model if self.ema_model is None else self.ema_model
+        if self.ema_model is not None:
+            self._maybe_update_ema(model)
+            self.ema_model.train(model.training)
+        with torch.no_grad():
+            _, c_extra = source(**net_input, request=self._student_request(None))
+        clean = self._student_features(c_extra)
+        total = 0.0
+        for key, mixed in s_feats.items():
+            obj = key.split(".")[0]
+            if obj not in self.consistency_objects:
+                continue
+            fn = partial(self._distance, obj, project=False)
+            total = total + losses.consistency_loss(
+                lambda a, b, m, fn=fn: fn(a, b, m), mixed, clean[key], mixup.partner,
+                mixup.lam, mask)
+        return total
+
+    def _maybe_update_ema(self, model) -> None:
+        """EMA of the student, updated once per optimizer update (before its next forward)."""
+        done = int(getattr(self.task, "num_updates", 0))
+        if done > int(self.ema_updates):
+            losses.ema_update(self.ema_model.parameters(), model.parameters(),
+                              self.cfg.ema_decay)
+            self.ema_updates.fill_(done)
+
+    def half(self):
+        """fairseq halves the criterion under --fp16; the EMA stays fp32 (0.1% steps)."""
+        super().half()
+        if self.ema_model is not None:
+            self.ema_model.float()
+        return self
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True
+
+    def reduce_metrics(self, logging_outputs) -> None:
+        n = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1)
+        keys = sorted({k for log in logging_outputs for k in log
+                       if k == "loss" or k.startswith("loss_") or k in ("lam", "w_cons")})
+        for key in keys:
+            total = sum(float(log.get(key, 0)) for log in logging_outputs)
+            metrics.log_scalar(key, total / n, n, round=4)
+
+
+def _flatten(feats: Dict[str, Any]) -> List[Tensor]:
+    out: List[Tensor] = []
+    for v in feats.values():
+        out.extend(v.values() if isinstance(v, dict) else [v])
+    return out

@@ -1,0 +1,105 @@
+"""The frozen teacher: loaded once per process, next to the student, never trained or saved.
+
+It lives on the task (not inside the student), so it stays out of checkpoints, the optimizer,
+DDP wrapping and fairseq's fp16 conversion; :meth:`FrozenTeacher.follow` moves and casts it to
+the student's device and dtype explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from fairseq.data import Dictionary
+from torch import Tensor
+
+from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.models.bert import BertModel
+from fairseq_crild.models.loading import bert_config_from_checkpoint, head_sizes, read_checkpoint
+from fairseq_crild.models.requests import FeatureRequest
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherMismatchError(ValueError):
+    """Teacher and student disagree on vocabulary or labels (distillation would be garbage)."""
+
+
+def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
+                     head_name: str, num_classes: int, label_names: List[str]) -> None:
+    """Refuses a teacher whose vocabulary, head or label set differs from the task's."""
+    sd = state["model"]
+    rows = sd["embeddings.word_embeddings.weight"].shape[0]
+    task_state = state.get("task_state") or {}
+    want = vocab_fingerprint(dictionary)
+    got = task_state.get("vocab_sha256")
+    if rows != len(dictionary) or (got is not None and got != want):
+        raise TeacherMismatchError(
+            f"teacher {path}: vocabulary differs from the data's dict.txt ({rows} embedding "
+            f"rows vs {len(dictionary)} symbols"
+            + ("" if got is None else ", different symbols") + "); binarise the data with the "
+            "dict.txt of the teacher's conversion"
+        )
+    heads = head_sizes(sd)
+    if head_name not in heads:
+        raise TeacherMismatchError(
+            f"teacher {path}: no classification head {head_name!r} (it has {sorted(heads)}); "
+            "fine-tune the teacher on this task first (criterion glue_ce)"
+        )
+    if heads[head_name] != num_classes:
+        raise TeacherMismatchError(
+            f"teacher {path}: head {head_name!r} has {heads[head_name]} outputs, the task has "
+            f"{num_classes} classes"
+        )
+    teacher_labels = task_state.get("label_names")
+    if teacher_labels is not None and label_names and list(teacher_labels) != list(label_names):
+        raise TeacherMismatchError(
+            f"teacher {path}: labels {list(teacher_labels)} differ from the task's "
+            f"{list(label_names)}"
+        )
+
+
+class FrozenTeacher:
+    """A BERT teacher in eval mode with ``requires_grad`` off, run without autograd."""
+
+    def __init__(self, model: BertModel, path: str):
+        self.model = model.eval()
+        self.path = path
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @classmethod
+    def load(cls, path: str, dictionary: Dictionary, head_name: str, num_classes: int,
+             label_names: List[str]) -> "FrozenTeacher":
+        state = read_checkpoint(path)
+        check_compatible(state, path, dictionary, head_name, num_classes, label_names)
+        cfg = bert_config_from_checkpoint(state, path)
+        model = BertModel(cfg, len(dictionary), dictionary.pad())
+        for name, size in head_sizes(state["model"]).items():
+            model.register_classification_head(name, num_classes=size)
+        model.load_state_dict(state["model"], strict=True)
+        logger.info(f"teacher {path}: {cfg.encoder_layers} layers x {cfg.encoder_embed_dim}, "
+                    f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, frozen")
+        return cls(model, path)
+
+    @property
+    def num_layers(self) -> int:
+        return self.model.num_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.hidden_size
+
+    def follow(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Moves/casts the teacher to the student's device and floating dtype (once)."""
+        p = next(self.model.parameters())
+        if p.device != device or p.dtype != dtype:
+            self.model.to(device=device, dtype=dtype)
+
+    def __call__(self, net_input: Dict[str, Tensor], head_name: Optional[str],
+                 request: Optional[FeatureRequest] = None) -> Tuple[Tensor, Dict[str, Any]]:
+        # no_grad rather than inference_mode: the student's losses save teacher outputs for
+        # their backward pass, which inference tensors may not be.
+        with torch.no_grad():
+            return self.model(**net_input, classification_head_name=head_name, request=request)
