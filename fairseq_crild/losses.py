@@ -103,7 +103,7 @@ def _row_divergence(
         per_row = -(p_t * logp_s).sum(dim=-1)
     if row_mask is None:
         return per_row.mean()
-    rows = row_mask.expand_as(per_row)
+    rows = row_mask[..., 0].expand_as(per_row)  # (..., Lq, 1) -> (..., Lq)
     per_row = torch.where(rows, per_row, zero)
     return per_row.sum() / rows.sum().clamp(min=1)
 

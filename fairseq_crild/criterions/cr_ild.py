@@ -269,11 +269,20 @@ class CrIldCriterion(FairseqCriterion):
             obj = key.split(".")[0]
             if obj not in self.consistency_objects:
                 continue
-            fn = partial(self._distance, obj, project=False)
             total = total + losses.consistency_loss(
-                lambda a, b, m, fn=fn: fn(a, b, m), mixed, clean[key], mixup.partner,
-                mixup.lam, mask)
+                self._consistency_distance(obj), mixed, clean[key], mixup.partner, mixup.lam,
+                mask)
         return total
+
+    def _consistency_distance(self, obj: str):
+        """The ILD distance of ``obj`` on single tensors (consistency_loss sums over the
+        Q/K/V dict entries itself)."""
+        if obj == "hidden":
+            return losses.hidden_mse
+        if obj == "attention":
+            return partial(losses.attention_kl, kl=self.cfg.attention_loss == "kl")
+        return partial(losses.relation_kl, num_relation_heads=self.cfg.num_relation_heads,
+                       pad_mask_mode=str(self.cfg.relation_padding))
 
     def _maybe_update_ema(self, model) -> None:
         """EMA of the student, updated once per optimizer update (before its next forward)."""
