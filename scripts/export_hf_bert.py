@@ -77,7 +77,7 @@ def main(argv=None) -> int:
                 f.writelines(dictionary[i] + "\n" for i in range(len(dictionary)))
             with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
                 json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": args.lowercase,
-                           "model_max_length": cfg["max_positions"]}, f, indent=2)
+                           "model_max_length": cfg["max_position_embeddings"]}, f, indent=2)
     except (ConversionError, OutputExistsError, FileNotFoundError, ValueError) as err:
         print(f"export_hf_bert: error: {err}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ def _dictionary():
 def _bert(layers, dim, heads, seed):
     torch.manual_seed(seed)
     cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                     encoder_ffn_embed_dim=2 * dim, max_positions=32, dropout=0.0,
+                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=0.0,
                      attention_dropout=0.0, pooler_dropout=0.0)
     model = BertModel(cfg, VOCAB, 1)
     model.register_classification_head("glue", num_classes=2)

@@ -12,7 +12,7 @@ PAD = 1
 def _model(layers=2, dim=16, heads=2, seed=0):
     torch.manual_seed(seed)
     cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                     encoder_ffn_embed_dim=2 * dim, max_positions=32)
+                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32)
     return BertModel(cfg, vocab_size=20, padding_idx=PAD).eval()
 
 

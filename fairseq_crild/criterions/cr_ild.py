@@ -8,7 +8,6 @@ the student's features of the mixed input and the mix of its clean features. Pre
 (``--ild-preset``) fill in whatever option is left unset. Labels are never used.
 """
 
-from __future__ import annotations
 
 import copy
 import logging
@@ -303,7 +302,8 @@ class CrIldCriterion(FairseqCriterion):
     def logging_outputs_can_be_summed() -> bool:
         return True
 
-    def reduce_metrics(self, logging_outputs) -> None:
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
         n = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1)
         keys = sorted({k for log in logging_outputs for k in log
                        if k == "loss" or k.startswith("loss_") or k in ("lam", "w_cons")})

@@ -3,7 +3,6 @@
 Used to fine-tune the teacher (pipeline step 0) and the "fine-tuned student alone" baseline.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 
@@ -34,7 +33,6 @@ class GlueCrossEntropyCriterion(FairseqCriterion):
         self.head = task.cfg.classification_head_name
         self.regression = task.regression
         self.num_classes = task.num_classes
-        self.metric_names = task.metric_names
 
     def forward(self, model, sample, reduce: bool = True):
         logits, _ = model(**sample["net_input"], classification_head_name=self.head)
@@ -55,9 +53,10 @@ class GlueCrossEntropyCriterion(FairseqCriterion):
         # regression validation carries prediction tensors (for Spearman): gather, don't sum
         return not self.regression
 
-    def reduce_metrics(self, logging_outputs) -> None:
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
         loss_sum = sum(log.get("loss", 0) for log in logging_outputs)
         sample_size = sum(log.get("sample_size", 0) for log in logging_outputs)
         # per example, in nats (cross-entropy) or squared units (MSE)
         metrics.log_scalar("loss", loss_sum / max(sample_size, 1), sample_size, round=4)
-        reduce_glue_metrics(logging_outputs, self.metric_names)
+        reduce_glue_metrics(logging_outputs)

@@ -7,7 +7,6 @@ Spearman needs every prediction: validation batches of regression tasks carry th
 tensors and the criterion then declares its outputs not summable (fairseq all-gathers them).
 """
 
-from __future__ import annotations
 
 from typing import Any, Dict, List, Sequence
 
@@ -42,10 +41,21 @@ def _summed(meters, keys: Sequence[str]) -> Dict[str, float]:
     return {k[len(STAT_PREFIX):]: meters[k].sum for k in keys if k in meters}
 
 
-def reduce_glue_metrics(logging_outputs: List[Dict[str, Any]], metric_names: Sequence[str]
-                        ) -> None:
-    """Sums the statistics and logs the task's metrics as derived meters (x100, like fairseq
-    logs accuracy)."""
+def applicable_metrics(keys: Sequence[str]) -> List[str]:
+    """GLUE metrics the logged statistics support: fairseq reduces metrics on the criterion
+    class (no task options at hand), so the statistics themselves say what was computed."""
+    names = {k[len(STAT_PREFIX):] for k in keys}
+    if "n" in names:
+        return ["pearson", "spearman"]
+    out = ["accuracy", "mcc"]
+    if "tp" in names:
+        out.insert(1, "f1")
+    return out
+
+
+def reduce_glue_metrics(logging_outputs: List[Dict[str, Any]]) -> None:
+    """Sums the statistics and logs the GLUE metrics as derived meters (x100, as fairseq
+    logs accuracy): accuracy, mcc (+ f1 when binary) or pearson, spearman."""
     keys = sorted({k for log in logging_outputs for k in log
                    if k.startswith(STAT_PREFIX) and k not in (PRED_KEY, TARGET_KEY)})
     if not keys:
@@ -58,7 +68,7 @@ def reduce_glue_metrics(logging_outputs: List[Dict[str, Any]], metric_names: Seq
         metrics.log_custom(ConcatTensorMeter, TARGET_KEY,
                            torch.cat([log[TARGET_KEY] for log in logging_outputs
                                       if TARGET_KEY in log]))
-    for name in metric_names:
+    for name in applicable_metrics(keys):
         if name == "spearman":
             if not preds:
                 continue

@@ -5,7 +5,6 @@ logits at temperature T (MSE of logits / T for regression). The authors' scripts
 and alpha = 0 (no hard-label term), our defaults. Validation reports the task metrics.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 
@@ -38,7 +37,6 @@ class KdCriterion(FairseqCriterion):
         self.head = task.cfg.classification_head_name
         self.regression = task.regression
         self.num_classes = task.num_classes
-        self.metric_names = task.metric_names
 
     def teacher_logits(self, sample, like):
         teacher = self.task.teacher
@@ -76,10 +74,11 @@ class KdCriterion(FairseqCriterion):
     def logging_outputs_can_be_summed(self) -> bool:
         return not self.regression
 
-    def reduce_metrics(self, logging_outputs) -> None:
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
         n = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1)
         for key in ("loss", "loss_kd", "loss_hard"):
             if any(key in log for log in logging_outputs):
                 metrics.log_scalar(key, sum(float(log.get(key, 0)) for log in logging_outputs)
                                    / n, n, round=4)
-        reduce_glue_metrics(logging_outputs, self.metric_names)
+        reduce_glue_metrics(logging_outputs)

@@ -7,7 +7,6 @@ returned only when a :class:`FeatureRequest` asks for them; layers whose attenti
 not requested use fused scaled-dot-product attention.
 """
 
-from __future__ import annotations
 
 import logging
 import math
@@ -33,7 +32,7 @@ class BertConfig(FairseqDataclass):
     encoder_embed_dim: int = field(default=768, metadata={"help": "hidden size"})
     encoder_attention_heads: int = field(default=12, metadata={"help": "attention heads"})
     encoder_ffn_embed_dim: int = field(default=3072, metadata={"help": "feed-forward size"})
-    max_positions: int = field(
+    max_position_embeddings: int = field(
         default=512, metadata={"help": "size of the learned position table (max tokens)"}
     )
     type_vocab_size: int = field(default=2, metadata={"help": "number of token types"})
@@ -58,7 +57,7 @@ class BertEmbeddings(nn.Module):
         super().__init__()
         dim = cfg.encoder_embed_dim
         self.word_embeddings = nn.Embedding(vocab_size, dim, padding_idx=padding_idx)
-        self.position_embeddings = nn.Embedding(cfg.max_positions, dim)
+        self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, dim)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, dim)
         self.layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.dropout = nn.Dropout(cfg.dropout)
@@ -186,7 +185,7 @@ class BertModel(BaseFairseqModel):
         return cls(cfg, len(dictionary), dictionary.pad())
 
     def max_positions(self) -> int:
-        return self.cfg.max_positions
+        return self.cfg.max_position_embeddings
 
     @property
     def num_layers(self) -> int:
@@ -358,5 +357,5 @@ def bert_tiny(args) -> None:
     """A tiny random config for tests and smoke runs (2 x 32, 2 heads)."""
     _set_defaults(
         args, encoder_layers=2, encoder_embed_dim=32, encoder_attention_heads=2,
-        encoder_ffn_embed_dim=64, max_positions=128,
+        encoder_ffn_embed_dim=64, max_position_embeddings=128,
     )

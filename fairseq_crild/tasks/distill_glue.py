@@ -7,7 +7,6 @@ from the data. Options reproduce the paper's harder settings: a seeded training 
 examples and seeded label noise.
 """
 
-from __future__ import annotations
 
 import json
 import logging
