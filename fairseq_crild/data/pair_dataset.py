@@ -46,12 +46,14 @@ class SentencePairDataset(FairseqDataset):
         max_positions: int,
         indices: Optional[np.ndarray] = None,
         pad_to_length: Optional[int] = None,
+        order_seed: int = 1,
     ):
         super().__init__()
         self.input0, self.input1 = input0, input1
         self.cls, self.sep, self.pad = cls, sep, pad
         self.max_positions = max_positions
         self.pad_to_length = pad_to_length
+        self.order_seed = order_seed
         n = len(input0)
         self.indices = np.arange(n) if indices is None else np.asarray(indices, dtype=np.int64)
         self.labels = labels
@@ -121,8 +123,14 @@ class SentencePairDataset(FairseqDataset):
         return int(self.sizes[index])
 
     def ordered_indices(self) -> np.ndarray:
-        """Random order, then a stable sort by length: batches of similar lengths."""
-        order = np.random.permutation(len(self))
+        """Random order, then a stable sort by length: batches of similar lengths.
+
+        The tie-breaking order is drawn from ``order_seed`` alone, never from the epoch:
+        fairseq builds batches once and reuses them across epochs (shuffling their order
+        per epoch), but rebuilds them when resuming; an epoch-dependent order would make a
+        resumed run see other batches than the uninterrupted one.
+        """
+        order = np.random.RandomState(self.order_seed).permutation(len(self))
         return order[np.argsort(self.sizes[order], kind="mergesort")]
 
     @property

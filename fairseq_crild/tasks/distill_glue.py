@@ -199,7 +199,7 @@ class DistillGlueTask(FairseqTask):
             input0, input1, labels,
             cls=self.dictionary.bos(), sep=self.dictionary.eos(), pad=self.dictionary.pad(),
             max_positions=self.cfg.max_positions, indices=indices,
-            pad_to_length=self.cfg.pad_to_length or None,
+            pad_to_length=self.cfg.pad_to_length or None, order_seed=self.cfg.seed,
         )
         logger.info(f"{split}: {len(self.datasets[split])} examples")
 
