@@ -4,7 +4,10 @@ Layout of the output folder::
 
     input0/dict.txt, input0/{split}.bin|.idx   sentence a, WordPiece ids (no [CLS]/[SEP])
     input1/...                                 sentence b (pair tasks)
-    label/{split}.bin|.idx                     int64 class index or float64 score (not test)
+    label/{split}.bin|.idx                     int64 class index (not for test splits)
+    label/{split}.label                        regression scores, one per line (fairseq's
+                                               RoBERTa-GLUE convention: its indexed datasets
+                                               read every element back as int64)
     index/{split}.txt                          the examples' ids, for test-server files
     meta.json                                  task, labels, metrics, sizes, checksums
 """
@@ -56,6 +59,10 @@ def _write_tokens(path: str, ids: List[List[int]], vocab_size: int) -> None:
 
 
 def _write_labels(path: str, values: np.ndarray) -> None:
+    if values.dtype.kind == "f":
+        with open(path + ".label", "w", encoding="utf-8") as f:
+            f.writelines(f"{v!r}\n" for v in values.tolist())
+        return
     builder = indexed_dataset.MMapIndexedDatasetBuilder(path + ".bin", dtype=values.dtype.type)
     for v in values:
         builder.add_item(torch.from_numpy(np.asarray([v], dtype=values.dtype)))

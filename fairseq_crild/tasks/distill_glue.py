@@ -181,12 +181,15 @@ class DistillGlueTask(FairseqTask):
         return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".bin"))
 
     def _load_labels(self, split: str) -> Optional[np.ndarray]:
+        if self.regression:
+            path = self._split_path("label", split) + ".label"
+            if not os.path.isfile(path):
+                return None
+            return np.loadtxt(path, dtype=np.float32, ndmin=1)
         ds = self._load_indexed("label", split, required=False)
         if ds is None:
             return None
-        values = np.concatenate([ds[i].numpy() for i in range(len(ds))]) if len(ds) else \
-            np.zeros(0)
-        return values.astype(np.float32 if self.regression else np.int64)
+        return np.asarray([int(ds[i][0]) for i in range(len(ds))], dtype=np.int64)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
         input0 = self._load_indexed("input0", split, required=True)
