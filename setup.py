@@ -24,6 +24,7 @@ setup(
         "numpy",
         "scipy",
         "scikit-learn",
+        "matplotlib",
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "transformers", "ruff"],

@@ -57,8 +57,8 @@ class CrIldConfig(FairseqDataclass):
                               "student:teacher layers (empty: the preset's)"}
     )
     num_relation_heads: int = field(
-        default=12, metadata={"help": "relation heads R for the Q/K/V relation loss (both "
-                              "widths must be divisible by R)"}
+        default=0, metadata={"help": "relation heads R for the Q/K/V relation loss (0: the "
+                             "teacher's attention heads; both widths must be divisible by R)"}
     )
     relation_padding: ChoiceEnum(["exclude", "include"]) = field(  # type: ignore[valid-type]
         default="exclude", metadata={"help": "exclude padded rows/keys from the relation "
@@ -112,6 +112,7 @@ class CrIldCriterion(FairseqCriterion):
         self.consistency_objects = [o for o in self.objects if o in ("hidden", "attention")
                                     or (o == "qkv" and cfg.consistency_on_relations)]
         self.layer_map: List[Tuple[int, int]] = []
+        self.relation_heads = cfg.num_relation_heads
         self.projection: Optional[nn.Linear] = None
         self.ema_model: Optional[nn.Module] = None
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
@@ -129,6 +130,13 @@ class CrIldCriterion(FairseqCriterion):
             if s_heads != t_heads:
                 raise ValueError(f"attention KL needs equal head counts (student {s_heads}, "
                                  f"teacher {t_heads}); use --ild-objects qkv instead")
+        if "qkv" in self.objects:
+            self.relation_heads = (self.cfg.num_relation_heads
+                                   or teacher.model.cfg.encoder_attention_heads)
+            for who, width in (("student", student.hidden_size), ("teacher", teacher.hidden_size)):
+                if width % self.relation_heads:
+                    raise ValueError(f"--num-relation-heads {self.relation_heads} does not divide "
+                                     f"the {who} width {width}")
         if {"hidden", "cls"} & set(self.objects) and student.hidden_size != teacher.hidden_size:
             self.projection = nn.Linear(student.hidden_size, teacher.hidden_size)
             logger.info(f"learned projection {student.hidden_size} -> {teacher.hidden_size}")
@@ -196,7 +204,7 @@ class CrIldCriterion(FairseqCriterion):
             return losses.pkd_cls_loss(student, target)
         if obj == "attention":
             return losses.attention_kl(student, target, mask, kl=self.cfg.attention_loss == "kl")
-        return losses.qkv_relation_kl(student, target, mask, self.cfg.num_relation_heads,
+        return losses.qkv_relation_kl(student, target, mask, self.relation_heads,
                                       str(self.cfg.relation_padding))
 
     # ------------------------------------------------------------------ forward
@@ -280,7 +288,7 @@ class CrIldCriterion(FairseqCriterion):
             return losses.hidden_mse
         if obj == "attention":
             return partial(losses.attention_kl, kl=self.cfg.attention_loss == "kl")
-        return partial(losses.relation_kl, num_relation_heads=self.cfg.num_relation_heads,
+        return partial(losses.relation_kl, num_relation_heads=self.relation_heads,
                        pad_mask_mode=str(self.cfg.relation_padding))
 
     def _maybe_update_ema(self, model) -> None:

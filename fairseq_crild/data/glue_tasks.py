@@ -1,0 +1,297 @@
+"""GLUE task specs (official TSV layouts, label orders, metrics) and a strict reader.
+
+Why strict: a silently mis-parsed row (a shifted column, a truncated file) corrupts results
+without any visible error, so every problem raises :class:`GlueFormatError` naming the file
+and its 1-based line.
+
+Reading rules:
+
+* bytes are split on ``\\n`` only and a trailing ``\\r`` is dropped (CRLF files); a UTF-8 BOM
+  is dropped; nothing else is interpreted: GLUE text holds unbalanced double quotes, so csv
+  quoting stays off (fields are split on tabs);
+* columns are located by header name where the file has a header (robust to column order and
+  to MNLI's dev files carrying more label columns than train), by position where it has none
+  (CoLA train/dev);
+* blank lines at the end of a file are ignored, a blank line inside it is an error; rows may
+  have extra columns but not fewer than the columns read;
+* labels must be one of the task's ``label_names`` (MNLI's "-" gold label, absent from the
+  official files, is an error too); STS-B scores must parse as finite floats;
+* test files have no labels: their examples carry ``label=None`` and the file's ids.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+Column = Union[str, int]  # a header name, or a 0-based column index (headerless files)
+
+
+class GlueFormatError(ValueError):
+    """A GLUE file is missing or malformed; the message names the file (and line)."""
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Where the fields of one kind of file are. ``index=None``: ids are 0-based positions."""
+
+    header: bool
+    text_a: Column
+    text_b: Optional[Column] = None
+    label: Optional[Column] = None
+    index: Optional[Column] = None
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """One GLUE task: its files, their layouts, labels (in the fixed HF/GLUE order), metrics.
+
+    ``files`` maps output split names (train, valid[, valid_mm], test[, test_mm]) to file
+    names inside ``GLUE_DIR/<folder>``; ``labelled`` is the layout of train/dev files (None
+    for test-only tasks), ``unlabelled`` the layout of test files.
+    """
+
+    name: str
+    folder: str
+    files: Tuple[Tuple[str, str], ...]
+    labelled: Optional[FileLayout]
+    unlabelled: FileLayout
+    label_names: Tuple[str, ...] = ()
+    regression: bool = False
+    metrics: Tuple[str, ...] = ("accuracy",)
+    # other (folder, file) places a file may be in, tried in order (AX: "diagnostic" folder)
+    alternatives: Tuple[Tuple[str, str, str], ...] = ()
+
+    @property
+    def splits(self) -> Tuple[str, ...]:
+        return tuple(split for split, _ in self.files)
+
+    @property
+    def is_pair(self) -> bool:
+        return self.unlabelled.text_b is not None
+
+    @property
+    def num_classes(self) -> int:
+        return 1 if self.regression else len(self.label_names)
+
+    @property
+    def main_metric(self) -> str:
+        return self.metrics[0]
+
+    def file_name(self, split: str) -> str:
+        files = dict(self.files)
+        if split not in files:
+            raise GlueFormatError(f"{self.name} has no split {split!r} "
+                                  f"(splits: {', '.join(self.splits)})")
+        return files[split]
+
+    def is_test(self, split: str) -> bool:
+        """Test splits carry no labels."""
+        return split.startswith("test") or self.labelled is None
+
+    def layout(self, split: str) -> FileLayout:
+        if self.is_test(split):
+            return self.unlabelled
+        assert self.labelled is not None
+        return self.labelled
+
+    @property
+    def optional_splits(self) -> Tuple[str, ...]:
+        """Splits a preparation may skip when their file is absent (test sets, unless the
+        task has nothing else)."""
+        if all(self.is_test(s) for s in self.splits):
+            return ()
+        return tuple(s for s in self.splits if self.is_test(s))
+
+
+_STD = (("train", "train.tsv"), ("valid", "dev.tsv"), ("test", "test.tsv"))
+_NLI = ("entailment", "not_entailment")
+_BINARY = ("0", "1")
+_MNLI = ("contradiction", "entailment", "neutral")
+_PAIR_TEST = FileLayout(True, "sentence1", "sentence2", index="index")
+
+TASKS: Dict[str, GlueTask] = {t.name: t for t in [
+    GlueTask("CoLA", "CoLA", _STD,
+             FileLayout(False, 3, label=1),  # source, label, original label, sentence
+             FileLayout(True, "sentence", index="index"), _BINARY, metrics=("mcc",)),
+    GlueTask("SST-2", "SST-2", _STD,
+             FileLayout(True, "sentence", label="label"),
+             FileLayout(True, "sentence", index="index"), _BINARY),
+    GlueTask("MRPC", "MRPC", _STD,
+             FileLayout(True, "#1 String", "#2 String", label="Quality"),
+             FileLayout(True, "#1 String", "#2 String", index="index"), _BINARY,
+             metrics=("f1", "accuracy")),
+    GlueTask("STS-B", "STS-B", _STD,
+             FileLayout(True, "sentence1", "sentence2", label="score", index="index"),
+             _PAIR_TEST, regression=True, metrics=("pearson", "spearman")),
+    GlueTask("QQP", "QQP", _STD,
+             FileLayout(True, "question1", "question2", label="is_duplicate", index="id"),
+             FileLayout(True, "question1", "question2", index="id"), _BINARY,
+             metrics=("f1", "accuracy")),
+    GlueTask("MNLI", "MNLI",
+             (("train", "train.tsv"), ("valid", "dev_matched.tsv"),
+              ("valid_mm", "dev_mismatched.tsv"), ("test", "test_matched.tsv"),
+              ("test_mm", "test_mismatched.tsv")),
+             FileLayout(True, "sentence1", "sentence2", label="gold_label", index="index"),
+             _PAIR_TEST, _MNLI),
+    GlueTask("QNLI", "QNLI", _STD,
+             FileLayout(True, "question", "sentence", label="label", index="index"),
+             FileLayout(True, "question", "sentence", index="index"), _NLI),
+    GlueTask("RTE", "RTE", _STD,
+             FileLayout(True, "sentence1", "sentence2", label="label", index="index"),
+             _PAIR_TEST, _NLI),
+    GlueTask("WNLI", "WNLI", _STD,
+             FileLayout(True, "sentence1", "sentence2", label="label", index="index"),
+             _PAIR_TEST, _BINARY),
+    # the diagnostic set: test only, predicted with an MNLI model (hence MNLI's labels)
+    GlueTask("AX", "AX", (("test", "AX.tsv"),), None, _PAIR_TEST, _MNLI,
+             alternatives=(("test", "diagnostic", "diagnostic.tsv"),
+                           ("test", "diagnostic", "AX.tsv"), ("test", "AX", "diagnostic.tsv"))),
+]}
+
+
+def _key(name: str) -> str:
+    return "".join(c for c in name.lower() if c.isalnum())
+
+
+_ALIASES: Dict[str, str] = {_key(name): name for name in TASKS}
+_ALIASES.update({"sst": "SST-2", "sts": "STS-B", "diagnostic": "AX", "mnlim": "MNLI",
+                 "mnlimm": "MNLI"})
+
+
+def get_task(name: str) -> GlueTask:
+    """Case- and punctuation-insensitive lookup ("sts-b", "STSB", "sst2", "ax", ...)."""
+    task = _ALIASES.get(_key(name))
+    if task is None:
+        raise GlueFormatError(f"unknown GLUE task {name!r}; known: {', '.join(TASKS)}")
+    return TASKS[task]
+
+
+@dataclass
+class Example:
+    """One row: ``label`` is the label name as written (classification), a float
+    (regression), or None (test)."""
+
+    index: str
+    text_a: str
+    text_b: Optional[str] = None
+    label: Union[str, float, None] = None
+    line: int = field(default=0, repr=False, compare=False)
+
+
+def split_path(glue_dir: str, task: GlueTask, split: str) -> str:
+    """Path of ``split``'s file; the first existing place wins, else the official one."""
+    official = os.path.join(glue_dir, task.folder, task.file_name(split))
+    candidates = [official] + [os.path.join(glue_dir, folder, fname)
+                               for s, folder, fname in task.alternatives if s == split]
+    return next((p for p in candidates if os.path.isfile(p)), official)
+
+
+def read_split(glue_dir: str, task: GlueTask, split: str) -> List[Example]:
+    """Reads ``split`` of ``task`` from a GLUE folder (``GLUE_DIR/<task folder>/<file>``)."""
+    return read_tsv(split_path(glue_dir, task, split), task, split)
+
+
+def _lines(path: str) -> Iterator[Tuple[int, str]]:
+    """(1-based line number, text) of every line; see the module docstring."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if raw.endswith(b"\n"):
+                raw = raw[:-1]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise GlueFormatError(f"{path}:{lineno}: not UTF-8 ({err.reason} at byte "
+                                      f"{err.start})") from None
+            if lineno == 1 and text.startswith("\ufeff"):
+                text = text[1:]
+            yield lineno, text
+
+
+def _rows(path: str) -> Iterator[Tuple[int, List[str]]]:
+    """Tab-split rows, blank lines at the end dropped, blank lines before them refused."""
+    blank = None
+    for lineno, text in _lines(path):
+        if not text:
+            blank = blank or lineno
+            continue
+        if blank is not None:
+            raise GlueFormatError(f"{path}:{blank}: blank line inside the file")
+        yield lineno, text.split("\t")
+
+
+def _resolve(col: Optional[Column], header: Optional[List[str]], path: str,
+             what: str) -> Optional[int]:
+    if col is None or isinstance(col, int):
+        return col
+    assert header is not None
+    names = [h.strip() for h in header]
+    if col not in names:
+        raise GlueFormatError(f"{path}:1: header has no {what} column {col!r} "
+                              f"(columns: {', '.join(names)})")
+    return names.index(col)
+
+
+def read_tsv(path: str, task: GlueTask, split: str) -> List[Example]:
+    """Reads one split file strictly (rules in the module docstring)."""
+    if not os.path.isfile(path):
+        raise GlueFormatError(f"{path}: file not found ({task.name} split {split!r}: expected "
+                              f"GLUE_DIR/{task.folder}/{task.file_name(split)})")
+    layout = task.layout(split)
+    rows = _rows(path)
+    header: Optional[List[str]] = None
+    if layout.header:
+        first = next(rows, None)
+        if first is None:
+            raise GlueFormatError(f"{path}: empty file ({task.name} {split})")
+        header = first[1]
+    cols = {name: _resolve(getattr(layout, name), header, path, name)
+            for name in ("text_a", "text_b", "label", "index")}
+    needed = 1 + max(c for c in cols.values() if c is not None)
+    examples: List[Example] = []
+    for lineno, row in rows:
+        if len(row) < needed:
+            raise GlueFormatError(f"{path}:{lineno}: {len(row)} column(s), expected at least "
+                                  f"{needed} ({task.name} {split})")
+        label = None
+        if cols["label"] is not None:
+            label = _parse_label(row[cols["label"]], task, path, lineno)
+        examples.append(Example(
+            index=row[cols["index"]].strip() if cols["index"] is not None else str(len(examples)),
+            text_a=row[cols["text_a"]],
+            text_b=row[cols["text_b"]] if cols["text_b"] is not None else None,
+            label=label,
+            line=lineno,
+        ))
+    if not examples:
+        what = "header only, no examples" if header is not None else "empty file"
+        raise GlueFormatError(f"{path}: {what} ({task.name} {split})")
+    return examples
+
+
+def _parse_label(raw: str, task: GlueTask, path: str, lineno: int) -> Union[str, float]:
+    raw = raw.strip()
+    if task.regression:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise GlueFormatError(f"{path}:{lineno}: score {raw!r} is not a finite number "
+                                  f"({task.name})")
+        return value
+    if raw not in task.label_names:
+        raise GlueFormatError(f"{path}:{lineno}: unknown label {raw!r} ({task.name} labels: "
+                              f"{', '.join(task.label_names)})")
+    return raw
+
+
+def label_ids(task: GlueTask, examples: List[Example]) -> List[Union[int, float]]:
+    """Class indices (positions in ``label_names``) or scores, in example order."""
+    if task.regression:
+        return [float(e.label) for e in examples]  # type: ignore[arg-type]
+    return [task.label_names.index(e.label) for e in examples]  # type: ignore[arg-type]

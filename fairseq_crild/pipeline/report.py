@@ -1,0 +1,112 @@
+"""The pipeline's report: report.json, report.md and a PNG of dev metrics over updates."""
+
+import json
+import os
+import statistics
+import time
+from typing import Any, Dict, List
+
+import torch
+
+from fairseq_crild.pipeline.runner import best_eval, parse_log
+
+
+def count_parameters(checkpoint: str) -> int:
+    state = torch.load(checkpoint, map_location="cpu", mmap=True)
+    return int(sum(v.numel() for v in state["model"].values()))
+
+
+def stage_metrics(log_path: str, metric: str, metric_names: List[str]) -> Dict[str, Any]:
+    records = parse_log(log_path)
+    best = best_eval(records, metric)
+    curve = [(r.get("valid_num_updates"), r.get(f"valid_{metric}")) for r in records]
+    return {
+        "best": None if best is None else best[f"valid_{metric}"],
+        "metrics": {} if best is None else {m: best.get(f"valid_{m}") for m in metric_names
+                                            if f"valid_{m}" in best},
+        "best_num_updates": None if best is None else best.get("valid_num_updates"),
+        "curve": curve,
+    }
+
+
+@torch.inference_mode()
+def inference_speed(data: str, checkpoints: Dict[str, str], max_len: int, n: int = 64,
+                    repeats: int = 3) -> Dict[str, Any]:
+    """Dev-set examples/s of each model (batch 32, median of ``repeats``), same batches."""
+    from fairseq_crild.models.loading import load_bert
+    from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
+
+    task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=max_len))
+    task.load_dataset("valid")
+    ds = task.dataset("valid")
+    idx = list(range(min(n, len(ds))))
+    batches = [ds.collater([ds[i] for i in idx[s:s + 32]]) for s in range(0, len(idx), 32)]
+    out: Dict[str, Any] = {"threads": torch.get_num_threads(), "examples": len(idx)}
+    for name, path in checkpoints.items():
+        model, _ = load_bert(path, task.dictionary)
+        model.eval()
+        head = task.cfg.classification_head_name
+        for b in batches[:1]:  # warm-up
+            model(**b["net_input"], classification_head_name=head)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for b in batches:
+                model(**b["net_input"], classification_head_name=head)
+            times.append(time.perf_counter() - start)
+        out[f"{name}_examples_per_s"] = len(idx) / statistics.median(times)
+    if "teacher_examples_per_s" in out and "student_examples_per_s" in out:
+        out["speedup"] = out["student_examples_per_s"] / out["teacher_examples_per_s"]
+    return out
+
+
+def plot_curves(curves: Dict[str, list], metric: str, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, curve in curves.items():
+        pts = [(u, v) for u, v in curve if u is not None and v is not None]
+        if pts:
+            ax.plot([u for u, _ in pts], [v for _, v in pts], marker="o", ms=3, label=name)
+    ax.set_xlabel("updates")
+    ax.set_ylabel(f"dev {metric}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(out_dir: str, report: Dict[str, Any], curves: Dict[str, list]) -> str:
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    plot_curves(curves, report["metric"], os.path.join(out_dir, "dev_curve.png"))
+    md = render_markdown(report)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(md)
+    return md
+
+
+def _fmt(v: Any, digits: int = 2) -> str:
+    return "-" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
+
+
+def render_markdown(r: Dict[str, Any]) -> str:
+    inf = r.get("inference", {})
+    rows = [
+        ("dev " + r["metric"] + " (best eval)", _fmt(r["teacher_dev"]), _fmt(r["student_dev"])),
+        *[(f"dev {m}", _fmt(r["teacher_metrics"].get(m)), _fmt(r["student_metrics"].get(m)))
+          for m in r["metric_names"] if m != r["metric"]],
+        ("parameters (M)", _fmt(r["params"]["teacher"] / 1e6), _fmt(r["params"]["student"] / 1e6)),
+        ("dev examples/s (CPU, %s threads)" % inf.get("threads", "?"),
+         _fmt(inf.get("teacher_examples_per_s"), 1), _fmt(inf.get("student_examples_per_s"), 1)),
+    ]
+    lines = [f"# {r['task']} / {r['method']} / seed {r['seed']} (budget {r['budget']})", "",
+             "| | teacher | student |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    lines += ["", f"Inference speed-up: {_fmt(inf.get('speedup'))}x. Stage wall times (s): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in r["wall_s"].items()) + "."]
+    return "\n".join(lines) + "\n"

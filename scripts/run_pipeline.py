@@ -1,0 +1,141 @@
+#!/usr/bin/env python
+"""The whole recipe for one GLUE task and method, ending with a report.
+
+    python scripts/run_pipeline.py --task RTE --method cr_ild --glue-dir GLUE --out runs/x \\
+        [--seed 1] [--budget cpu|table|paper|smoke] [--base minilm|HF_DIR] [--student-layers 3]
+        [--teacher CKPT]
+
+convert the pretrained model -> prepare data -> fine-tune the teacher (or reuse --teacher /
+an earlier run's) -> stage 1 ILD (methods pkd, tinybert, minilm, l_ild, cr_ild) -> stage 2
+(kd, or glue_ce for 'finetune') -> report.json / report.md / dev_curve.png. Finished stages
+are reused; an interrupted stage resumes from its checkpoint when the command is rerun.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fairseq_crild.pipeline import recipe  # noqa: E402
+from fairseq_crild.pipeline.report import (  # noqa: E402
+    count_parameters,
+    inference_speed,
+    stage_metrics,
+    write_report,
+)
+from fairseq_crild.pipeline.runner import ROOT, StageFailed, run_stage  # noqa: E402
+
+
+def _arch_args(cfg: dict, layers: int = 0) -> list:
+    return ["--arch", "bert", "--encoder-layers", str(layers or cfg["encoder_layers"]),
+            "--encoder-embed-dim", str(cfg["encoder_embed_dim"]),
+            "--encoder-attention-heads", str(cfg["encoder_attention_heads"]),
+            "--encoder-ffn-embed-dim", str(cfg["encoder_ffn_embed_dim"]),
+            "--max-position-embeddings", str(cfg["max_position_embeddings"])]
+
+
+def _base_config(ckpt: str) -> dict:
+    import torch
+
+    return dict(torch.load(ckpt, map_location="cpu", mmap=True)["cfg"]["model"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", required=True)
+    p.add_argument("--method", required=True, choices=sorted(recipe.METHODS))
+    p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR", "../shared/data/glue"))
+    p.add_argument("--out", required=True, help="folder for every artefact of the pipeline")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--budget", default="cpu", help="paper | cpu | table | smoke")
+    p.add_argument("--base", default="minilm", help="pretrained HF BERT folder or 'minilm'")
+    p.add_argument("--student-layers", type=int, default=3)
+    p.add_argument("--teacher", default=None, help="reuse this fine-tuned teacher checkpoint")
+    p.add_argument("--quiet", action="store_true", help="only stage start/end lines")
+    args = p.parse_args(argv)
+    try:
+        report = run(args)
+    except (StageFailed, ValueError, FileNotFoundError) as err:
+        print(f"run_pipeline: error: {err}", file=sys.stderr)
+        return 1
+    print(report)
+    return 0
+
+
+def _sh(*cmd: str) -> None:
+    import subprocess
+
+    proc = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise StageFailed(proc.stderr.strip().splitlines()[-1] if proc.stderr else str(cmd))
+    print(proc.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> str:
+    from fairseq_crild.data.glue_formats import get_task
+
+    task = get_task(args.task).name
+    out = os.path.abspath(args.out)
+    base_dir = os.path.join(out, "base")
+    if not os.path.isfile(os.path.join(base_dir, "model.pt")):
+        _sh("scripts/convert_hf_bert.py", args.base, base_dir, "--overwrite")
+    base_ckpt = os.path.join(base_dir, "model.pt")
+    data = os.path.join(out, "data", task)
+    if not os.path.isfile(os.path.join(data, "meta.json")):
+        _sh("scripts/prepare_glue.py", "--glue-dir", args.glue_dir, "--task", task, "--dict",
+            os.path.join(base_dir, "dict.txt"), "--out", data, "--overwrite")
+    with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    budget = recipe.budget_for(args.budget, task)
+    metric, n_train = recipe.metric_for(meta), meta["splits"]["train"]
+    base_cfg = _base_config(base_ckpt)
+    teacher_arch, student_arch = _arch_args(base_cfg), _arch_args(base_cfg, args.student_layers)
+    wall = {}
+
+    teacher_dir = os.path.join(out, "teachers", f"{task}-{args.budget}")
+    teacher = args.teacher
+    if teacher is None:
+        rec = run_stage("teacher", teacher_dir, recipe.teacher_args(
+            data, teacher_dir, base_ckpt, teacher_arch, n_train, metric, budget, 1), args.quiet)
+        wall["teacher"] = rec["wall_s"]
+        teacher = os.path.join(teacher_dir, "checkpoint_best.pt")
+
+    preset, criterion = recipe.METHODS[args.method]
+    run_dir = os.path.join(out, "runs", task, args.method, f"seed{args.seed}")
+    init = None
+    if preset is not None:
+        s1 = os.path.join(run_dir, "stage1")
+        wall["stage1"] = run_stage("stage1", s1, recipe.stage1_args(
+            data, s1, preset, teacher, base_ckpt, student_arch, n_train, budget, args.seed),
+            args.quiet)["wall_s"]
+        init = os.path.join(s1, "checkpoint_last.pt")
+    s2 = os.path.join(run_dir, "stage2")
+    wall["stage2"] = run_stage("stage2", s2, recipe.stage2_args(
+        data, s2, criterion, teacher, init, base_ckpt, student_arch, n_train, metric, budget,
+        args.seed), args.quiet)["wall_s"]
+
+    names = meta["metrics"]
+    student = stage_metrics(os.path.join(s2, "train.log"), metric, names)
+    teacher_log = os.path.join(os.path.dirname(teacher), "train.log")
+    teacher_m = stage_metrics(teacher_log, metric, names)
+    student_ckpt = os.path.join(s2, "checkpoint_best.pt")
+    report = {
+        "task": task, "method": args.method, "seed": args.seed, "budget": args.budget,
+        "budget_detail": budget.__dict__, "metric": metric, "metric_names": names,
+        "teacher_dev": teacher_m["best"], "student_dev": student["best"],
+        "teacher_metrics": teacher_m["metrics"], "student_metrics": student["metrics"],
+        "student_best_num_updates": student["best_num_updates"],
+        "params": {"teacher": count_parameters(teacher),
+                   "student": count_parameters(student_ckpt)},
+        "wall_s": wall, "teacher_checkpoint": teacher, "student_checkpoint": student_ckpt,
+        "inference": inference_speed(data, {"teacher": teacher, "student": student_ckpt},
+                                     budget.max_len),
+    }
+    curves = {"teacher": teacher_m["curve"], f"student ({args.method})": student["curve"]}
+    return write_report(run_dir, report, curves)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
