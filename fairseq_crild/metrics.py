@@ -105,16 +105,13 @@ def classification_stats(preds: Any, targets: Any, num_classes: int) -> dict[str
     if num_classes < 2:
         raise ValueError(f"classification_stats: num_classes must be >= 2, got {num_classes}")
     p = _to_numpy(preds)
-    t = _to_numpy(targets).reshape(-1)
-    if p.ndim >= 1 and p.size == t.size * num_classes and p.shape[-1] == num_classes and (
-        p.size != t.size
-    ):
-        p = p.reshape(-1, num_classes).argmax(axis=-1)
+    t = _to_numpy(targets)
+    if p.ndim == t.ndim + 1 and p.shape[-1] == num_classes:
+        p = p.argmax(axis=-1)  # scores / logits -> class indices
     p = p.reshape(-1)
+    t = t.reshape(-1)
     if p.shape != t.shape:
-        raise ValueError(
-            f"classification_stats: {p.size} predictions for {t.size} targets"
-        )
+        raise ValueError(f"classification_stats: {p.size} predictions for {t.size} targets")
     p = p.astype(np.int64)
     t = t.astype(np.int64)
     for name, arr in (("prediction", p), ("target", t)):
@@ -128,9 +125,7 @@ def classification_stats(preds: Any, targets: Any, num_classes: int) -> dict[str
     )
     stats: dict[str, float] = {"count": float(t.size), "correct": float(np.trace(cm))}
     if num_classes == 2:
-        stats.update(
-            tp=float(cm[1, 1]), fp=float(cm[0, 1]), fn=float(cm[1, 0]), tn=float(cm[0, 0])
-        )
+        stats.update(tp=float(cm[1, 1]), fp=float(cm[0, 1]), fn=float(cm[1, 0]), tn=float(cm[0, 0]))
     for i in range(num_classes):
         for j in range(num_classes):
             stats[f"cm_{i}_{j}"] = float(cm[i, j])
@@ -320,7 +315,6 @@ def glue_metrics(
             out[name] = _SUMMED[name](stats)
         else:
             raise ValueError(
-                f"glue_metrics: unknown metric {name!r}; known: "
-                f"{sorted([*_SUMMED, 'spearman'])}"
+                f"glue_metrics: unknown metric {name!r}; known: {sorted([*_SUMMED, 'spearman'])}"
             )
     return out

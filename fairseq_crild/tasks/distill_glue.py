@@ -124,10 +124,8 @@ class DistillGlueTask(FairseqTask):
     def setup_task(cls, cfg: DistillGlueConfig, **kwargs) -> "DistillGlueTask":
         meta = read_meta(cfg.data)
         dictionary = load_bert_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
-        logger.info(
-            f"[{meta.get('task')}] dictionary: {len(dictionary)} types; "
-            f"{'regression' if meta.get('regression') else str(meta.get('num_classes')) + ' classes'}"
-        )
+        kind = "regression" if meta.get("regression") else f"{meta.get('num_classes')} classes"
+        logger.info(f"[{meta.get('task')}] dictionary: {len(dictionary)} types; {kind}")
         if cfg.label_noise and meta.get("regression"):
             raise GlueDataError("--label-noise applies to classification tasks only")
         if not 0.0 <= cfg.label_noise <= 1.0:

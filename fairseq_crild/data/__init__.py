@@ -1,0 +1,12 @@
+"""GLUE data for fairseq-crild.
+
+* :mod:`~fairseq_crild.data.glue_tasks`: task specs (official TSV layouts, label orders,
+  metrics) and a strict reader raising ``GlueFormatError`` with file and line;
+* :mod:`~fairseq_crild.data.tokenization`: BERT WordPiece straight into dictionary ids;
+* :mod:`~fairseq_crild.data.binarize`: ``prepare_task`` (what ``scripts/prepare_glue.py``
+  runs) and readers of its output (``load_labels``, ``read_index``);
+* :mod:`~fairseq_crild.data.pair_dataset`: the ``[CLS] a [SEP] b [SEP]`` dataset the task
+  trains on.
+
+Nothing is imported here, so that importing one module does not pull in the others.
+"""
