@@ -1,47 +1,185 @@
-"""GLUE metrics from summed per-batch statistics equal sklearn/scipy on the full arrays."""
+"""fairseq_crild/metrics.py: metrics from summed per-batch statistics equal sklearn / scipy
+on the full arrays. The module is loaded from its file (no fairseq needed)."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import stats
-from sklearn import metrics as skm
+import torch
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from fairseq_crild import metrics as glue
+
+def _load(name: str):
+    path = Path(__file__).resolve().parents[1] / "fairseq_crild" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_crild_pure_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _batches(n, rng):
-    cuts = np.sort(rng.choice(np.arange(1, n), size=6, replace=False))
-    return np.split(np.arange(n), cuts)
+M = _load("metrics")
+TOL = 1e-9
+
+
+def random_batches(n: int, rng: np.random.Generator) -> list[slice]:
+    """Split range(n) into random uneven contiguous batches (sizes 1..17)."""
+    cuts, pos = [], 0
+    while pos < n:
+        size = int(rng.integers(1, 18))
+        cuts.append(slice(pos, min(n, pos + size)))
+        pos += size
+    return cuts
+
+
+def summed_classification(preds, targets, k, rng, as_tensor=False):
+    stats = []
+    for sl in random_batches(len(targets), rng):
+        p, t = preds[sl], targets[sl]
+        if as_tensor:
+            p, t = torch.from_numpy(p), torch.from_numpy(t)
+        stats.append(M.classification_stats(p, t, k))
+    return M.sum_stats(stats)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.parametrize("k", [2, 3])
+def test_classification_matches_sklearn(seed, k):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 400))
+    targets = rng.integers(0, k, n)
+    # Correlated predictions so that MCC is far from 0.
+    preds = np.where(rng.random(n) < 0.6, targets, rng.integers(0, k, n))
+    total = summed_classification(preds, targets, k, rng, as_tensor=bool(seed % 2))
+
+    assert total["count"] == n
+    assert M.accuracy(total) == pytest.approx(accuracy_score(targets, preds), abs=TOL)
+    assert M.matthews_corr(total) == pytest.approx(matthews_corrcoef(targets, preds), abs=TOL)
+    if k == 2:
+        assert M.f1(total) == pytest.approx(f1_score(targets, preds), abs=TOL)
+        assert total["tp"] + total["fp"] + total["fn"] + total["tn"] == n
+    else:
+        for c in range(k):
+            ref = f1_score(targets, preds, labels=[c], average=None)[0]
+            assert M.f1(total, positive=c) == pytest.approx(ref, abs=TOL)
+    cm = M.confusion_matrix(total)
+    assert cm.shape == (k, k) and cm.sum() == n
+    got = M.glue_metrics(["accuracy", "mcc"], total)
+    assert got["mcc"] == M.matthews_corr(total)
+
+
+def test_logits_are_argmaxed():
+    logits = torch.tensor([[0.1, 2.0, -1.0], [3.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
+    targets = torch.tensor([1, 2, 2])
+    stats = M.classification_stats(logits, targets, 3)
+    assert stats["correct"] == 2 and stats["cm_2_0"] == 1 and stats["count"] == 3
+    assert set(stats) == set(M.classification_stat_keys(3))
+    assert set(M.classification_stats([1], [1], 2)) == set(M.classification_stat_keys(2))
+
+
+def test_classification_edge_cases():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns on ill-defined scores
+        # All one class in both predictions and labels: MCC undefined -> 0.
+        t = np.zeros(10, dtype=int)
+        s = M.classification_stats(t, t, 2)
+        assert M.matthews_corr(s) == 0.0 == matthews_corrcoef(t, t)
+        assert M.accuracy(s) == 1.0
+        # No positives anywhere: F1 undefined -> 0 (sklearn's default zero_division).
+        assert M.f1(s) == 0.0 == f1_score(t, t)
+        # Constant prediction, mixed labels: MCC 0.
+        t2 = np.array([0, 1, 1, 0, 1])
+        p2 = np.ones(5, dtype=int)
+        s2 = M.classification_stats(p2, t2, 2)
+        assert M.matthews_corr(s2) == 0.0 == matthews_corrcoef(t2, p2)
+        assert M.f1(s2) == pytest.approx(f1_score(t2, p2), abs=TOL)
+        # Positive labels never predicted: F1 0.
+        s3 = M.classification_stats(np.zeros(5, dtype=int), t2, 2)
+        assert M.f1(s3) == 0.0
+        # Perfect and inverted predictions.
+        assert M.matthews_corr(M.classification_stats(t2, t2, 2)) == pytest.approx(1.0)
+        assert M.matthews_corr(M.classification_stats(1 - t2, t2, 2)) == pytest.approx(-1.0)
+        # Multi-class with a class never seen: still matches sklearn.
+        t4 = np.array([0, 0, 1, 1, 0, 1])
+        p4 = np.array([0, 1, 1, 1, 0, 0])
+        s4 = M.classification_stats(p4, t4, 3)
+        assert M.matthews_corr(s4) == pytest.approx(matthews_corrcoef(t4, p4), abs=TOL)
+    assert M.accuracy({"correct": 0.0, "count": 0.0}) == 0.0
+    with pytest.raises(ValueError):
+        M.classification_stats([0, 3], [0, 1], 3)
+    with pytest.raises(ValueError):
+        M.classification_stats([0, 1, 1], [0, 1], 2)
+
+
+def test_counts_arrive_as_floats_or_tensors():
+    s = M.classification_stats([0, 1, 1, 0], [0, 1, 0, 0], 2)
+    as_tensors = {k: torch.tensor(v, dtype=torch.float64) for k, v in s.items()}
+    assert M.matthews_corr(as_tensors) == pytest.approx(M.matthews_corr(s))
+    assert M.f1(as_tensors) == pytest.approx(M.f1(s))
+    with pytest.raises(ValueError, match="integer"):
+        M.accuracy({"correct": 1.5, "count": 3.0})
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("num_classes", [2, 3])
-def test_classification_metrics_aggregate_exactly(seed, num_classes):
+def test_regression_matches_scipy(seed):
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, num_classes, 203)
-    p = np.where(rng.random(203) < 0.6, y, rng.integers(0, num_classes, 203))
-    total = glue.sum_stats(glue.classification_stats(p[b], y[b], num_classes)
-                           for b in _batches(203, rng))
-    assert glue.accuracy(total) == pytest.approx(skm.accuracy_score(y, p), abs=1e-12)
-    assert glue.matthews_corr(total) == pytest.approx(skm.matthews_corrcoef(y, p), abs=1e-12)
-    if num_classes == 2:
-        assert glue.f1(total) == pytest.approx(skm.f1_score(y, p), abs=1e-12)
+    n = int(rng.integers(100, 600))
+    targets = np.round(rng.uniform(0, 5, n) * 5) / 5  # STS-B-like, with ties
+    preds = (targets + rng.normal(0, 1.0, n)).astype(np.float32)
+    stats = []
+    for sl in random_batches(n, rng):
+        stats.append(M.regression_stats(torch.from_numpy(preds[sl]), targets[sl]))
+    total = M.sum_stats(stats)
+    ref_p = pearsonr(preds.astype(np.float64), targets).statistic
+    assert M.pearson(total) == pytest.approx(ref_p, abs=TOL)
+    ref_s = spearmanr(preds, targets).statistic
+    assert M.spearman(preds, targets) == pytest.approx(ref_s, abs=TOL)
+    got = M.glue_metrics("STS-B", total, preds=preds, targets=targets)
+    assert got == {"pearson": M.pearson(total), "spearman": M.spearman(preds, targets)}
+    with pytest.raises(ValueError, match="spearman"):
+        M.glue_metrics("sts-b", total)
 
 
-def test_degenerate_cases_follow_sklearn():
-    y = np.array([1, 1, 1, 1])
-    p = np.array([1, 1, 1, 1])
-    s = glue.classification_stats(p, y, 2)
-    assert glue.matthews_corr(s) == skm.matthews_corrcoef(y, p) == 0.0
-    y0, p0 = np.array([0, 0, 0]), np.array([0, 0, 0])
-    assert glue.f1(glue.classification_stats(p0, y0, 2)) == skm.f1_score(y0, p0,
-                                                                          zero_division=0.0)
+def test_pearson_large_offset_float64():
+    # A large common offset makes the textbook formula cancel; float64 sums keep 1e-9.
+    rng = np.random.default_rng(7)
+    x = 1000.0 + rng.normal(0, 1, 2000)
+    y = 1000.0 + 0.5 * (x - 1000.0) + rng.normal(0, 1, 2000)
+    stats = M.sum_stats(
+        M.regression_stats(x[i : i + 37], y[i : i + 37]) for i in range(0, 2000, 37)
+    )
+    assert M.pearson(stats) == pytest.approx(pearsonr(x, y).statistic, abs=1e-9)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_regression_metrics(seed):
-    rng = np.random.default_rng(seed)
-    y = rng.uniform(0, 5, 311)
-    p = y + rng.normal(0, 1.0, 311) + 100.0  # an offset makes naive float32 sums cancel
-    total = glue.sum_stats(glue.regression_stats(p[b], y[b]) for b in _batches(311, rng))
-    assert glue.pearson(total) == pytest.approx(stats.pearsonr(p, y)[0], abs=1e-9)
-    assert glue.spearman(p, y) == pytest.approx(stats.spearmanr(p, y)[0], abs=1e-12)
+def test_regression_edge_cases():
+    const = M.regression_stats([2.0, 2.0, 2.0], [1.0, 2.0, 3.0])
+    assert M.pearson(const) == 0.0
+    assert M.spearman([2.0, 2.0, 2.0], [1.0, 2.0, 3.0]) == 0.0
+    assert M.pearson(M.regression_stats([1.0], [2.0])) == 0.0
+    assert M.pearson(M.regression_stats([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])) == pytest.approx(1.0)
+    assert M.spearman(torch.tensor([1.0, 2.0, 3.0]), [3.0, 2.0, 1.0]) == pytest.approx(-1.0)
+    assert M.pearson(
+        M.regression_stats(torch.tensor([1.0, 3.0], dtype=torch.bfloat16), [0, 1])
+    ) == (pytest.approx(1.0))
+
+
+def test_glue_task_metrics():
+    assert M.glue_task_metrics("CoLA") == ("mcc",)
+    assert M.glue_task_metrics("SST-2") == ("accuracy",)
+    assert M.glue_task_metrics("MRPC") == ("f1", "accuracy")
+    assert M.glue_task_metrics("QQP") == ("f1", "accuracy")
+    assert M.glue_task_metrics("sts_b") == ("pearson", "spearman")
+    assert M.glue_task_metrics("MNLI-mm") == ("accuracy",)
+    for task in ("QNLI", "RTE", "WNLI", "MNLI"):
+        assert M.glue_task_metrics(task) == ("accuracy",)
+    with pytest.raises(ValueError):
+        M.glue_task_metrics("squad")
+    s = M.classification_stats([1, 0, 1, 1], [1, 0, 0, 1], 2)
+    got = M.glue_metrics("MRPC", s)
+    assert got == {"f1": pytest.approx(0.8), "accuracy": pytest.approx(0.75)}
+    with pytest.raises(ValueError, match="unknown metric"):
+        M.glue_metrics(["auc"], s)
