@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from fairseq.data import Dictionary, data_utils
-from fairseq.dataclass import FairseqDataclass
+from fairseq.data import ConcatDataset, Dictionary, data_utils
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
@@ -73,6 +73,14 @@ class DistillGlueConfig(FairseqDataclass):
     init_student_layers: str = field(
         default="first", metadata={"help": "source layers copied into the student: 'first' "
                                    "(0..N-1, the paper's PKD init), 'uniform', or '0,2,4'"}
+    )
+    ild_data: str = field(
+        default="", metadata={"help": "supplementary ILD text (a prepare_glue.py folder, e.g. "
+                              "--task PAIRS; labels unused) for stage 1"}
+    )
+    ild_data_mode: ChoiceEnum(["replace", "concat"]) = field(  # type: ignore[valid-type]
+        default="replace", metadata={"help": "train on --ild-data instead of the task's "
+                                     "training set, or on both"}
     )
     seed: int = II("common.seed")
 
@@ -196,13 +204,43 @@ class DistillGlueTask(FairseqTask):
         indices = None
         if split == "train":
             indices, labels = self._harder_setting(len(input0), labels)
-        self.datasets[split] = SentencePairDataset(
+        dataset = SentencePairDataset(
             input0, input1, labels,
             cls=self.dictionary.bos(), sep=self.dictionary.eos(), pad=self.dictionary.pad(),
             max_positions=self.cfg.max_positions, indices=indices,
             pad_to_length=self.cfg.pad_to_length or None, order_seed=self.cfg.seed,
         )
+        if split == "train" and self.cfg.ild_data:
+            dataset = self._with_ild_data(dataset)
+        self.datasets[split] = dataset
         logger.info(f"{split}: {len(self.datasets[split])} examples")
+
+    def _with_ild_data(self, task_train: SentencePairDataset):
+        """Stage-1 text from another folder (no labels needed), alone or with the task's."""
+        meta = read_meta(self.cfg.ild_data)
+        if meta.get("vocab_sha256") != self.meta.get("vocab_sha256"):
+            raise GlueDataError(f"--ild-data {self.cfg.ild_data} was binarised with another "
+                                "vocabulary than --data; use the same dict.txt")
+        folder = self.cfg.ild_data
+
+        def load(kind: str):
+            path = os.path.join(folder, kind, "train")
+            if not os.path.isfile(path + ".bin"):
+                return None
+            return data_utils.load_indexed_dataset(path, None, dataset_impl="mmap")
+
+        input0 = load("input0")
+        if input0 is None:
+            raise GlueDataError(f"--ild-data {folder}: no input0/train.bin")
+        extra = SentencePairDataset(
+            input0, load("input1"), None, cls=self.dictionary.bos(), sep=self.dictionary.eos(),
+            pad=self.dictionary.pad(), max_positions=self.cfg.max_positions,
+            pad_to_length=self.cfg.pad_to_length or None, order_seed=self.cfg.seed)
+        logger.info(f"ILD data: {len(extra)} examples from {folder} ({self.cfg.ild_data_mode})")
+        if self.cfg.ild_data_mode == "replace":
+            return extra
+        task_train.labels = None  # stage 1 ignores labels; both parts must collate alike
+        return ConcatDataset([task_train, extra])
 
     def _harder_setting(self, n: int, labels: Optional[np.ndarray]):
         """The paper's few-sample and label-noise variants, drawn with --data-seed."""
