@@ -39,10 +39,6 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (only once the new one is complete)")
     args = parser.parse_args(argv)
-    # progress notes on stdout, so that stderr carries only warnings and the error line
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout,
-                        force=True)
-    logging.getLogger("fairseq").setLevel(logging.WARNING)
     try:
         meta = prepare_task(args.glue_dir, args.task, args.dict, args.out, args.lowercase,
                             args.overwrite, args.workers)
@@ -58,4 +54,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    # progress notes on stdout, so that stderr carries only warnings and the error line
+    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout,
+                        force=True)
+    logging.getLogger("fairseq").setLevel(logging.WARNING)
     sys.exit(main())

@@ -74,7 +74,7 @@ def _sh(*cmd: str) -> None:
 
 
 def run(args) -> str:
-    from fairseq_crild.data.glue_formats import get_task
+    from fairseq_crild.data.glue_tasks import get_task
 
     task = get_task(args.task).name
     out = os.path.abspath(args.out)

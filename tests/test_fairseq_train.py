@@ -95,3 +95,12 @@ def test_teacher_vocabulary_mismatch_is_refused(tiny_env, tmp_path):
                 check=False)
     assert out.returncode != 0
     assert "vocabulary differs" in out.stderr
+
+
+def test_predict_writes_a_glue_server_file(tiny_env, teacher, tmp_path):
+    run_script("scripts/predict_glue.py", str(teacher), "--data", str(tiny_env["data"]),
+               "--out-dir", str(tmp_path))
+    lines = (tmp_path / "RTE.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 1 + 8
+    assert {ln.split("\t")[1] for ln in lines[1:]} <= {"entailment", "not_entailment"}
+    assert [ln.split("\t")[0] for ln in lines[1:]] == [str(i) for i in range(8)]

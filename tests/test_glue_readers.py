@@ -108,6 +108,12 @@ FIXTURES = {
     "AX": (
         {"AX.tsv": "index\tsentence1\tsentence2\n0\tThe cat sat.\tThe cat did not sit.\n"},
         {"test": [("0", "The cat sat.", "The cat did not sit.", None)]}),
+    # unlabelled supplementary text, directly in the folder given as GLUE_DIR
+    "PAIRS": (
+        {"train.tsv": "sentence1\tsentence2\nthe cat sat .\ta dog ran .\nno second one\t\n",
+         "dev.tsv": "sentence1\tsentence2\nA\tB\n"},
+        {"train": [("0", "the cat sat .", "a dog ran .", None), ("1", "no second one", "", None)],
+         "valid": [("0", "A", "B", None)]}),
 }
 
 
@@ -153,6 +159,9 @@ def test_task_specs():
     assert ax.splits == ("test",) and ax.optional_splits == () and ax.num_classes == 3
     assert get_task("rte").optional_splits == ("test",)
     assert get_task("mnli").optional_splits == ("test", "test_mm")
+    pairs = get_task("pairs")
+    assert pairs.optional_splits == ("valid",) and not pairs.has_labels("train")
+    assert get_task("rte").has_labels("valid") and not get_task("rte").has_labels("test")
 
 
 def test_aliases():
@@ -172,6 +181,12 @@ def test_ax_in_the_diagnostic_folder(tmp_path):
         os.path.join("diagnostic", "diagnostic.tsv"))
     assert _rows(read_split(str(tmp_path), task, "test")) == [
         ("0", "A", "B", None), ("1", "C", "D", None)]
+
+
+def test_pairs_without_sentence2(tmp_path):
+    write_files(str(tmp_path), {"train.tsv": "sentence1\nJust one.\nAnother\n"})
+    assert _rows(read_split(str(tmp_path), get_task("PAIRS"), "train")) == [
+        ("0", "Just one.", None, None), ("1", "Another", None, None)]
 
 
 def test_label_ids_follow_label_names(tmp_path):
@@ -275,7 +290,7 @@ def test_real_glue_sizes(name):
         examples = read_split(GLUE_DIR, task, split)
         assert len(examples) == n, split
         assert all(e.text_a for e in examples)
-        if task.is_test(split):
+        if not task.has_labels(split):
             assert all(e.label is None for e in examples)
             assert [e.index for e in examples] == [str(i) for i in range(n)]
         elif task.regression:

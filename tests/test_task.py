@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from fairseq_crild.data.glue_binarize import prepare_task
+from fairseq_crild.data.binarize import prepare_task
 from fairseq_crild.data.pair_dataset import longest_first
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask, GlueDataError
 

@@ -16,7 +16,8 @@ Output layout (fairseq RoBERTa-GLUE-like)::
     meta.json                                 task, labels, metrics, sizes, checksums
 
 Splits are ``train``, ``valid``, ``test`` (MNLI also ``valid_mm``/``test_mm``; AX only
-``test``). A missing test file is skipped with a warning (listed in meta ``missing_splits``).
+``test``; PAIRS ``train`` [+ ``valid``], unlabelled). A missing test file (PAIRS: dev file) is
+skipped with a warning and listed in meta ``missing_splits``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import json
 import logging
 import os
 import shutil
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -66,11 +67,12 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-def write_token_dataset(path: str, ids: Sequence[Sequence[int]], vocab_size: int) -> None:
-    """``path``.bin/.idx with one item per sentence (fairseq's smallest fitting int dtype)."""
+def write_token_dataset(path: str, ids: Iterable[Sequence[int]], vocab_size: int) -> None:
+    """``path``.bin/.idx with one item per sentence (fairseq's smallest fitting int dtype).
+    ``ids`` may be a generator: nothing but the current item is held in memory."""
     builder = indexed_dataset.make_builder(path + ".bin", impl="mmap", vocab_size=vocab_size)
     for seq in ids:
-        builder.add_item(torch.tensor(seq, dtype=torch.int64))
+        builder.add_item(torch.from_numpy(np.asarray(seq, dtype=np.int64)))
     builder.finalize(path + ".idx")
 
 
@@ -101,14 +103,13 @@ def read_index(data_dir: str, split: str) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def _encode(tokenizer, texts: List[str], desc: str) -> List[List[int]]:
-    out: List[List[int]] = []
+def _encode(tokenizer, texts: List[str], desc: str) -> Iterator[List[int]]:
+    """Ids chunk by chunk (bounded memory on MNLI/QQP), with a progress bar on a terminal."""
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False, disable=None) as bar:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start:start + CHUNK]
-            out.extend(encode_texts(tokenizer, chunk))
+            yield from encode_texts(tokenizer, chunk)
             bar.update(len(chunk))
-    return out
 
 
 def _read_all(glue_dir: str, task: GlueTask) -> Tuple[Dict[str, Tuple[str, List[Example]]],
@@ -123,6 +124,17 @@ def _read_all(glue_dir: str, task: GlueTask) -> Tuple[Dict[str, Tuple[str, List[
             continue
         found[split] = (path, read_tsv(path, task, split))
     return found, missing
+
+
+def _is_pair(spec: GlueTask, splits: Dict[str, Tuple[str, List[Example]]]) -> bool:
+    """Whether sentence b exists: fixed per GLUE task; for PAIRS, the header decides and
+    must decide alike for every file."""
+    with_b = {path: examples[0].text_b is not None for path, examples in splits.values()}
+    if len(set(with_b.values())) > 1:
+        single = next(p for p, b in with_b.items() if not b)
+        pair = next(p for p, b in with_b.items() if b)
+        raise GlueFormatError(f"{single}:1: no sentence b column, but {pair} has one")
+    return spec.is_pair and all(with_b.values())
 
 
 def _load_dictionary(dict_path: str) -> Dictionary:
@@ -167,19 +179,20 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
     set_workers(workers)
     tokenizer = build_tokenizer(dictionary, lowercase)
     splits, missing = _read_all(glue_dir, spec)
+    is_pair = _is_pair(spec, splits)
 
     meta: Dict[str, Any] = {
         "format_version": FORMAT_VERSION, "tool": "fairseq-crild prepare_glue",
         "tool_version": _tool_version(), "task": spec.name,
         "label_names": list(spec.label_names), "regression": spec.regression,
         "num_classes": spec.num_classes, "metrics": list(spec.metrics),
-        "main_metric": spec.main_metric, "is_pair": spec.is_pair, "lowercase": lowercase,
+        "main_metric": spec.main_metric, "is_pair": is_pair, "lowercase": lowercase,
         "splits": {}, "labelled_splits": [], "missing_splits": missing, "sources": {},
         "dict_sha256": sha256_file(dict_path), "vocab_sha256": vocab_fingerprint(dictionary),
         "vocab_size": len(dictionary), "index_file": INDEX_FILE,
         "label_dtype": "float64" if spec.regression else "int64",
     }
-    kinds = ["input0", "input1"] if spec.is_pair else ["input0"]
+    kinds = ["input0", "input1"] if is_pair else ["input0"]
     with atomic_output_dir(out_dir, overwrite) as tmp:
         for kind in kinds + ["index"]:
             os.makedirs(os.path.join(tmp, kind))
@@ -188,12 +201,12 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
         for split, (path, examples) in splits.items():
             name = f"{spec.name} {split}"
             texts = [[e.text_a for e in examples]]
-            if spec.is_pair:
+            if is_pair:
                 texts.append([e.text_b or "" for e in examples])
             for kind, column in zip(kinds, texts):
                 write_token_dataset(os.path.join(tmp, kind, split),
                                     _encode(tokenizer, column, f"{name} {kind}"), len(dictionary))
-            if not spec.is_test(split):
+            if spec.has_labels(split):
                 _write_labels(os.path.join(tmp, "label"), split, spec, examples)
                 meta["labelled_splits"].append(split)
             with open(os.path.join(tmp, INDEX_FILE.format(split=split)), "w",

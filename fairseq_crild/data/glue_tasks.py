@@ -17,6 +17,10 @@ Reading rules:
 * labels must be one of the task's ``label_names`` (MNLI's "-" gold label, absent from the
   official files, is an error too); STS-B scores must parse as finite floats;
 * test files have no labels: their examples carry ``label=None`` and the file's ids.
+
+Besides the GLUE tasks, ``PAIRS`` reads unlabelled text for supplementary ILD data:
+``GLUE_DIR/train.tsv`` [+ ``dev.tsv``] (the folder itself, no task sub-folder), header
+``sentence1`` [``sentence2``]; without a sentence2 column the examples are single sentences.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class FileLayout:
     text_b: Optional[Column] = None
     label: Optional[Column] = None
     index: Optional[Column] = None
+    text_b_optional: bool = False  # a header without the text_b column: single sentences
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,7 @@ class GlueTask:
 
     ``files`` maps output split names (train, valid[, valid_mm], test[, test_mm]) to file
     names inside ``GLUE_DIR/<folder>``; ``labelled`` is the layout of train/dev files (None
-    for test-only tasks), ``unlabelled`` the layout of test files.
+    for tasks without labels), ``unlabelled`` the layout of test files.
     """
 
     name: str
@@ -63,6 +68,9 @@ class GlueTask:
     metrics: Tuple[str, ...] = ("accuracy",)
     # other (folder, file) places a file may be in, tried in order (AX: "diagnostic" folder)
     alternatives: Tuple[Tuple[str, str, str], ...] = ()
+    # splits a preparation may skip when their file is absent; None: the test splits, unless
+    # the task has nothing else
+    optional: Optional[Tuple[str, ...]] = None
 
     @property
     def splits(self) -> Tuple[str, ...]:
@@ -78,7 +86,7 @@ class GlueTask:
 
     @property
     def main_metric(self) -> str:
-        return self.metrics[0]
+        return self.metrics[0] if self.metrics else ""
 
     def file_name(self, split: str) -> str:
         files = dict(self.files)
@@ -87,20 +95,25 @@ class GlueTask:
                                   f"(splits: {', '.join(self.splits)})")
         return files[split]
 
-    def is_test(self, split: str) -> bool:
-        """Test splits carry no labels."""
-        return split.startswith("test") or self.labelled is None
+    @staticmethod
+    def is_test(split: str) -> bool:
+        return split.startswith("test")
+
+    def has_labels(self, split: str) -> bool:
+        """Test splits (and every split of a task without labels) carry none."""
+        return self.labelled is not None and not self.is_test(split)
 
     def layout(self, split: str) -> FileLayout:
-        if self.is_test(split):
-            return self.unlabelled
-        assert self.labelled is not None
-        return self.labelled
+        if self.has_labels(split):
+            assert self.labelled is not None
+            return self.labelled
+        return self.unlabelled
 
     @property
     def optional_splits(self) -> Tuple[str, ...]:
-        """Splits a preparation may skip when their file is absent (test sets, unless the
-        task has nothing else)."""
+        """Splits a preparation may skip when their file is absent."""
+        if self.optional is not None:
+            return self.optional
         if all(self.is_test(s) for s in self.splits):
             return ()
         return tuple(s for s in self.splits if self.is_test(s))
@@ -149,6 +162,10 @@ TASKS: Dict[str, GlueTask] = {t.name: t for t in [
     GlueTask("AX", "AX", (("test", "AX.tsv"),), None, _PAIR_TEST, _MNLI,
              alternatives=(("test", "diagnostic", "diagnostic.tsv"),
                            ("test", "diagnostic", "AX.tsv"), ("test", "AX", "diagnostic.tsv"))),
+    # unlabelled text (supplementary ILD data), in GLUE_DIR itself; dev.tsv optional
+    GlueTask("PAIRS", "", (("train", "train.tsv"), ("valid", "dev.tsv")), None,
+             FileLayout(True, "sentence1", "sentence2", text_b_optional=True), metrics=(),
+             optional=("valid",)),
 ]}
 
 
@@ -239,8 +256,9 @@ def _resolve(col: Optional[Column], header: Optional[List[str]], path: str,
 def read_tsv(path: str, task: GlueTask, split: str) -> List[Example]:
     """Reads one split file strictly (rules in the module docstring)."""
     if not os.path.isfile(path):
+        expected = os.path.join("GLUE_DIR", task.folder, task.file_name(split))
         raise GlueFormatError(f"{path}: file not found ({task.name} split {split!r}: expected "
-                              f"GLUE_DIR/{task.folder}/{task.file_name(split)})")
+                              f"{expected})")
     layout = task.layout(split)
     rows = _rows(path)
     header: Optional[List[str]] = None
@@ -249,8 +267,12 @@ def read_tsv(path: str, task: GlueTask, split: str) -> List[Example]:
         if first is None:
             raise GlueFormatError(f"{path}: empty file ({task.name} {split})")
         header = first[1]
-    cols = {name: _resolve(getattr(layout, name), header, path, name)
-            for name in ("text_a", "text_b", "label", "index")}
+    fields = ["text_a", "text_b", "label", "index"]
+    if layout.text_b_optional and header is not None and \
+            layout.text_b not in [h.strip() for h in header]:
+        fields.remove("text_b")
+    cols = {name: _resolve(getattr(layout, name), header, path, name) if name in fields
+            else None for name in ("text_a", "text_b", "label", "index")}
     needed = 1 + max(c for c in cols.values() if c is not None)
     examples: List[Example] = []
     for lineno, row in rows:

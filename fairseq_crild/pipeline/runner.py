@@ -22,19 +22,29 @@ class StageFailed(RuntimeError):
 
 
 def parse_log(path: str, kind: str = "valid") -> List[Dict[str, Any]]:
-    """The JSON records fairseq printed for ``kind`` (valid / train_inner / train)."""
+    """The records fairseq printed for ``kind`` (valid / train_inner / train), from logs in
+    its ``json`` or ``simple`` format, keys prefixed as in json (``valid_accuracy``)."""
     records = []
     if not os.path.isfile(path):
         return records
     marker = f"| {kind} | "
     with open(path, encoding="utf-8") as f:
         for line in f:
-            if marker in line and "{" in line:
+            if marker not in line:
+                continue
+            body = line.split(marker, 1)[1].strip()
+            if body.startswith("{"):
                 try:
-                    rec = json.loads(line[line.index("{"):])
+                    rec = json.loads(body)
                 except json.JSONDecodeError:
                     continue
-                records.append({k: _number(v) for k, v in rec.items()})
+            else:  # simple: "epoch 003 | valid on 'valid' subset | loss 0.69 | accuracy 55.9"
+                rec = {}
+                for part in body.split(" | "):
+                    key, _, value = part.strip().partition(" ")
+                    if value and " " not in value:
+                        rec[key if key == "epoch" else f"{kind}_{key}"] = value
+            records.append({k: _number(v) for k, v in rec.items()})
     return records
 
 

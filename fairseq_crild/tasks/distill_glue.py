@@ -20,6 +20,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING
 
+from fairseq_crild.data.binarize import load_labels
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
@@ -187,15 +188,10 @@ class DistillGlueTask(FairseqTask):
         return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".bin"))
 
     def _load_labels(self, split: str) -> Optional[np.ndarray]:
-        if self.regression:
-            path = self._split_path("label", split) + ".label"
-            if not os.path.isfile(path):
-                return None
-            return np.loadtxt(path, dtype=np.float32, ndmin=1)
-        ds = self._load_indexed("label", split, required=False)
-        if ds is None:
+        labels = load_labels(self.cfg.data, split)
+        if labels is None:
             return None
-        return np.asarray([int(ds[i][0]) for i in range(len(ds))], dtype=np.int64)
+        return labels.astype(np.float32 if self.regression else np.int64)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
         input0 = self._load_indexed("input0", split, required=True)
