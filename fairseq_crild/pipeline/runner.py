@@ -76,7 +76,7 @@ def run_stage(name: str, save_dir: str, args: List[str], quiet: bool = False) ->
     print(f"[{name}] {'resuming' if resuming else 'starting'}: log in {log_path}", flush=True)
     start = time.time()
     cmd = [sys.executable, "-m", "fairseq_cli.train", *args]
-    with open(log_path, "a", encoding="utf-8") as log:
+    with open(log_path, "a", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f
         log.write("# " + " ".join(cmd) + "\n")
         log.flush()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
