@@ -13,6 +13,7 @@ are reused; an interrupted stage resumes from its checkpoint when the command is
 
 import argparse
 import json
+import logging
 import os
 import sys
 
@@ -55,6 +56,9 @@ def main(argv=None) -> int:
     p.add_argument("--teacher", default=None, help="reuse this fine-tuned teacher checkpoint")
     p.add_argument("--quiet", action="store_true", help="only stage start/end lines")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)  # stage logs go to their train.log files
+    for name in ("fairseq", "fairseq_crild", "matplotlib"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         report = run(args)
     except (StageFailed, ValueError, FileNotFoundError) as err:

@@ -61,8 +61,11 @@ def inference_speed(data: str, checkpoints: Dict[str, str], max_len: int, n: int
 
 
 def plot_curves(curves: Dict[str, list], metric: str, path: str) -> None:
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
