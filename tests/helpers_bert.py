@@ -55,3 +55,16 @@ def rte_pairs(n: int = 6) -> List[Tuple[str, str]]:
         return [(r[1], r[2]) for r in rows[:n]]
     return [("The cat sat on the mat.", "A cat is sitting."),
             ("He runs to the big dog.", "She was not small, and it ran?")] * (n // 2)
+
+
+def load_pure_module(name: str):
+    """Loads fairseq_crild/<name>.py straight from its file, bypassing the package __init__
+    (which imports fairseq): proves the module itself needs no fairseq."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "fairseq_crild" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_crild_pure_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

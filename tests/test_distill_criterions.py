@@ -37,7 +37,7 @@ class _Task:
         self.dictionary = _dictionary()
         self.teacher = FrozenTeacher(teacher, "in-memory")
         self.cfg = types.SimpleNamespace(classification_head_name="glue")
-        self.regression, self.num_classes, self.metric_names = False, 2, ["accuracy"]
+        self.regression, self.num_classes = False, 2
         self.current_epoch, self.num_updates = 1, 0
 
 

@@ -6,7 +6,6 @@ fairseq nor the rest of the plugin (the package __init__ imports fairseq).
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from functools import partial
 from pathlib import Path
@@ -15,16 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.helpers_bert import load_pure_module
 
-def _load(name: str):
-    path = Path(__file__).resolve().parents[1] / "fairseq_crild" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_crild_pure_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-L = _load("losses")
+L = load_pure_module("losses")
 
 
 def np_softmax(row):

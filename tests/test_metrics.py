@@ -3,9 +3,7 @@ on the full arrays. The module is loaded from its file (no fairseq needed)."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,16 +11,9 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from tests.helpers_bert import load_pure_module
 
-def _load(name: str):
-    path = Path(__file__).resolve().parents[1] / "fairseq_crild" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_crild_pure_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-M = _load("metrics")
+M = load_pure_module("metrics")
 TOL = 1e-9
 
 

@@ -154,11 +154,6 @@ class DistillGlueTask(FairseqTask):
         return list(self.meta.get("label_names") or [])
 
     @property
-    def metric_names(self) -> List[str]:
-        return list(self.meta.get("metrics") or (["pearson", "spearman"] if self.regression
-                                                 else ["accuracy"]))
-
-    @property
     def source_dictionary(self) -> Dictionary:
         return self.dictionary
 
