@@ -24,6 +24,7 @@ setup(
         "numpy",
         "scipy",
         "scikit-learn",
+        "pot",  # POT: ot.emd solves the BERT-EMD transport problem
         "matplotlib",
     ],
     extras_require={

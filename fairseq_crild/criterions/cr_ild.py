@@ -23,6 +23,8 @@ from omegaconf import II
 from torch import Tensor, nn
 
 from fairseq_crild import losses
+from fairseq_crild.distributed import batch_generator
+from fairseq_crild.emd import EmdLayerWeights, cost_matrix
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,7 @@ PRESETS: Dict[str, Tuple[str, str, bool, float]] = {
     "minilm": ("qkv", "last", False, 0.0),
     "tinybert": ("attention,hidden", "uniform", False, 0.0),
     "pkd": ("cls", "uniform", False, 0.0),
+    "emd": ("attention,hidden", "emd", False, 0.0),
     "custom": ("hidden", "last", False, 0.0),
 }
 
@@ -45,7 +48,8 @@ class CrIldConfig(FairseqDataclass):
         default="cr_ild", metadata={"help": "method preset: cr_ild (Q/K/V relations of the "
                                     "last layer + mixup + consistency), l_ild / minilm (the "
                                     "same without mixup), tinybert (attention + hidden, "
-                                    "uniform map), pkd (normalised [CLS], uniform map); "
+                                    "uniform map), pkd (normalised [CLS], uniform map), emd "
+                                    "(BERT-EMD: attention + hidden, EMD many-to-many map); "
                                     "options below override it"}
     )
     ild_objects: str = field(
@@ -53,8 +57,18 @@ class CrIldConfig(FairseqDataclass):
                               "(empty: the preset's)"}
     )
     ild_layer_map: str = field(
-        default="", metadata={"help": "last | uniform | explicit 's:t,...' pairs of 0-based "
-                              "student:teacher layers (empty: the preset's)"}
+        default="", metadata={"help": "last | uniform | emd (BERT-EMD: every student layer "
+                              "to every teacher layer, weighted by the EMD flow) | explicit "
+                              "'s:t,...' pairs of 0-based student:teacher layers (empty: the "
+                              "preset's)"}
+    )
+    emd_temperature: float = field(
+        default=1.0, metadata={"help": "BERT-EMD cost-attention temperature T of the layer-"
+                               "weight update softmax (--ild-layer-map emd)"}
+    )
+    emd_embedding_loss: ChoiceEnum(["on", "off"]) = field(  # type: ignore[valid-type]
+        default="on", metadata={"help": "with --ild-layer-map emd and hidden states: add the "
+                                "MSE between embedding outputs, as BERT-EMD does"}
     )
     num_relation_heads: int = field(
         default=0, metadata={"help": "relation heads R for the Q/K/V relation loss (0: the "
@@ -112,6 +126,11 @@ class CrIldCriterion(FairseqCriterion):
         self.consistency_objects = [o for o in self.objects if o in ("hidden", "attention")
                                     or (o == "qkv" and cfg.consistency_on_relations)]
         self.layer_map: List[Tuple[int, int]] = []
+        # layers whose features are requested: pairwise aligned with layer_map, except for
+        # BERT-EMD (emd), which compares every student layer with every teacher layer
+        self.student_layers: List[int] = []
+        self.teacher_layers: List[int] = []
+        self.emd: Optional[EmdLayerWeights] = None
         self.relation_heads = cfg.num_relation_heads
         self.projection: Optional[nn.Linear] = None
         self.ema_model: Optional[nn.Module] = None
@@ -122,8 +141,17 @@ class CrIldCriterion(FairseqCriterion):
         """Resolves the layer map, builds the projection / EMA copy, freezes the student
         parameters no ILD loss reaches (DDP would otherwise fail on unused parameters)."""
         teacher = self.task.teacher
-        self.layer_map = losses.parse_layer_map(self.layer_map_spec, student.num_layers,
-                                                teacher.num_layers)
+        if self.layer_map_spec.strip().lower() == "emd":
+            self.student_layers = list(range(student.num_layers))
+            self.teacher_layers = list(range(teacher.num_layers))
+            self.layer_map = [(s, t) for s in self.student_layers for t in self.teacher_layers]
+            self.emd = EmdLayerWeights(student.num_layers, teacher.num_layers,
+                                       self.cfg.emd_temperature)
+        else:
+            self.layer_map = losses.parse_layer_map(self.layer_map_spec, student.num_layers,
+                                                    teacher.num_layers)
+            self.student_layers = [s for s, _ in self.layer_map]
+            self.teacher_layers = [t for _, t in self.layer_map]
         if "attention" in self.objects:
             s_heads = student.cfg.encoder_attention_heads
             t_heads = teacher.model.cfg.encoder_attention_heads
@@ -150,7 +178,7 @@ class CrIldCriterion(FairseqCriterion):
                     f"{self.consistency_objects or 'nothing'}")
 
     def _student_request(self, mixup: Optional[MixupSpec]) -> FeatureRequest:
-        return self._request([s for s, _ in self.layer_map], mixup)
+        return self._request(self.student_layers, mixup)
 
     def _request(self, layers: List[int], mixup: Optional[MixupSpec]) -> FeatureRequest:
         return FeatureRequest(
@@ -179,7 +207,7 @@ class CrIldCriterion(FairseqCriterion):
 
     # ------------------------------------------------------------------ features
     def _student_features(self, extra: Dict[str, Any]) -> Dict[str, Any]:
-        return self._features(extra, [s for s, _ in self.layer_map])
+        return self._features(extra, self.student_layers)
 
     def _features(self, extra: Dict[str, Any], layers: List[int]) -> Dict[str, Any]:
         feats: Dict[str, Any] = {}
@@ -207,15 +235,37 @@ class CrIldCriterion(FairseqCriterion):
         return losses.qkv_relation_kl(student, target, mask, self.relation_heads,
                                       str(self.cfg.relation_padding))
 
+    def _emd_terms(self, s_extra: Dict[str, Any], t_extra: Dict[str, Any],
+                   s_feats: Dict[str, Any], t_feats: Dict[str, Any], mask: Tensor,
+                   update: bool) -> Dict[str, Tensor]:
+        """BERT-EMD (fairseq_crild/emd.py): per object, the M x N matrix of ILD distances
+        between every student and teacher layer, weighted by the EMD flow; the layer weights
+        are updated from the flow during training; plus the embedding-output MSE."""
+        costs = {
+            obj: cost_matrix(
+                lambda i, j, obj=obj: self._distance(obj, s_feats[f"{obj}.{i}"],
+                                                     t_feats[f"{obj}.{j}"], mask, project=True),
+                len(self.student_layers), len(self.teacher_layers))
+            for obj in self.objects
+        }
+        terms = self.emd(costs, update=update)
+        if "hidden" in self.objects and self.cfg.emd_embedding_loss == "on":
+            terms["embedding"] = self._distance("hidden", s_extra["hidden_states"][0],
+                                                t_extra["hidden_states"][0], mask, project=True)
+        return terms
+
     # ------------------------------------------------------------------ forward
     def forward(self, model, sample, reduce: bool = True):
         net_input = sample["net_input"]
         batch = net_input["src_tokens"].size(0)
         mixup = None
+        micro_batch = self._next_micro_batch() if model.training else 0
         if model.training and self.use_mixup and batch > 1:
-            # torch's CPU generator: fairseq reseeds it with seed + num_updates every step,
-            # so a resumed run draws the same lam / partners as an uninterrupted one
-            rng = torch.default_generator
+            # seeded by (--seed, update, the batch's place in the update's global batch): a
+            # resumed run, and N ranks x --update-freq U, draw what one uninterrupted process
+            # with --update-freq N*U draws (fairseq_crild/distributed.py)
+            rng = batch_generator(getattr(self.task.cfg, "seed", 1),
+                                  getattr(self.task, "num_updates", 0), micro_batch)
             lam = losses.sample_mixup_lambda(self.cfg.mixup_alpha, generator=rng)
             partner = losses.mixup_partner(batch, str(self.cfg.mixup_partner), generator=rng)
             mixup = MixupSpec(lam=lam, partner=partner.to(net_input["src_tokens"].device))
@@ -223,20 +273,27 @@ class CrIldCriterion(FairseqCriterion):
         student_param = next(model.parameters())
         teacher = self.task.teacher
         teacher.follow(student_param.device, student_param.dtype)
-        t_layers = [t for _, t in self.layer_map]
+        t_layers = self.teacher_layers
         _, t_extra = teacher(net_input, None, self._request(t_layers, mixup))
         mask = ~s_extra["padding_mask"]
         s_feats = self._student_features(s_extra)
         t_feats = self._features(t_extra, t_layers)
 
         terms: Dict[str, Tensor] = {}
-        for key, value in s_feats.items():
-            obj = key.split(".")[0]
-            d = self._distance(obj, value, t_feats[key], mask, project=True)
-            terms[obj] = terms.get(obj, 0.0) + d
+        if self.emd is not None:
+            terms = self._emd_terms(s_extra, t_extra, s_feats, t_feats, mask, model.training)
+        else:
+            for key, value in s_feats.items():
+                obj = key.split(".")[0]
+                d = self._distance(obj, value, t_feats[key], mask, project=True)
+                terms[obj] = terms.get(obj, 0.0) + d
         ild = sum(terms.values())
         loss = ild
         log: Dict[str, Any] = {f"loss_{k}": v.detach() * batch for k, v in terms.items()}
+        if self.emd is not None:  # the layer weights after this step's update
+            w_s, w_t = self.emd.weights()
+            log.update({f"emd_ws{i}": float(w) * batch for i, w in enumerate(w_s)})
+            log.update({f"emd_wt{j}": float(w) * batch for j, w in enumerate(w_t)})
 
         weight = self._consistency_weight_now()
         if mixup is not None and weight > 0 and self.consistency_objects:
@@ -251,6 +308,14 @@ class CrIldCriterion(FairseqCriterion):
             "ntokens": sample["ntokens"], "nsentences": batch, "sample_size": batch, **log,
         }
         return loss * batch, batch, logging_output
+
+    def _next_micro_batch(self) -> int:
+        """Index of this training forward among those of the current update (--update-freq)."""
+        update = int(getattr(self.task, "num_updates", 0))
+        last, index = getattr(self, "_micro_batch_at", (-1, -1))
+        index = index + 1 if update == last else 0
+        self._micro_batch_at = (update, index)
+        return index
 
     def _consistency_weight_now(self) -> float:
         if self.consistency_weight <= 0:
@@ -314,7 +379,7 @@ class CrIldCriterion(FairseqCriterion):
     def reduce_metrics(logging_outputs) -> None:
         n = max(sum(log.get("sample_size", 0) for log in logging_outputs), 1)
         keys = sorted({k for log in logging_outputs for k in log
-                       if k == "loss" or k.startswith("loss_") or k in ("lam", "w_cons")})
+                       if k == "loss" or k.startswith(("loss_", "emd_")) or k in ("lam", "w_cons")})
         for key in keys:
             total = sum(float(log.get(key, 0)) for log in logging_outputs)
             metrics.log_scalar(key, total / n, n, round=4)

@@ -13,6 +13,7 @@ METHODS: Dict[str, tuple] = {
     "minilm": ("minilm", "kd"),
     "l_ild": ("l_ild", "kd"),
     "cr_ild": ("cr_ild", "kd"),
+    "bert_emd": ("emd", "kd"),  # BERT-EMD many-to-many ILD, then prediction-layer KD
 }
 
 SMALL = {"RTE", "MRPC", "STS-B", "CoLA", "WNLI"}
