@@ -4,9 +4,11 @@ fairseq imports only ``models/`` and ``tasks/`` of a user-dir by itself; everyth
 registers (criterions) is imported here.
 """
 
-from fairseq_crild import checkpoint_safety
+from fairseq_crild import atomic_checkpoints, checkpoint_safety, distributed
 
 checkpoint_safety.install()
+atomic_checkpoints.install()  # checkpoint copies a kill cannot leave half-written
+distributed.install()  # fairseq's distributed paths on CPU (gloo), see distributed.py
 
 from fairseq_crild import criterions, models, tasks  # noqa: E402,F401
 

@@ -83,6 +83,12 @@ class DistillGlueConfig(FairseqDataclass):
         default="replace", metadata={"help": "train on --ild-data instead of the task's "
                                      "training set, or on both"}
     )
+    global_batch_size: int = field(
+        default=0, metadata={"help": "examples per optimizer update over all processes (0 = "
+                             "off: --batch-size is per process, as in fairseq); sets the "
+                             "per-process batch to this / (world size x --update-freq) and "
+                             "refuses a launch that does not divide it"}
+    )
     seed: int = II("common.seed")
 
 
