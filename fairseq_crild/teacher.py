@@ -103,3 +103,55 @@ class FrozenTeacher:
         # their backward pass, which inference tensors may not be.
         with torch.no_grad():
             return self.model(**net_input, classification_head_name=head_name, request=request)
+
+
+# --------------------------------------------------------------------------- several teachers
+
+
+def split_teacher_paths(spec: str) -> List[str]:
+    """``--teacher-path a.pt,b.pt`` -> ``["a.pt", "b.pt"]``: comma-separated, as fairseq's
+    other list options (so a teacher path may not contain a comma)."""
+    paths = [p.strip() for p in spec.split(",")]
+    if not spec.strip() or any(not p for p in paths):
+        raise ValueError(f"--teacher-path {spec!r}: expected one checkpoint or a comma-separated "
+                         "list of checkpoints, with no empty entries")
+    return paths
+
+
+def parse_teacher_weights(spec: str, num_teachers: int) -> List[float]:
+    """``--teacher-weights 2,1`` -> ``[2/3, 1/3]``: one weight >= 0 per teacher, normalised
+    to sum 1; empty gives every teacher the same weight."""
+    if not spec.strip():
+        return [1.0 / num_teachers] * num_teachers
+    try:
+        weights = [float(w) for w in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"--teacher-weights {spec!r}: expected comma-separated numbers") from None
+    if len(weights) != num_teachers:
+        raise ValueError(f"--teacher-weights {spec!r}: {len(weights)} weights for "
+                         f"{num_teachers} teachers in --teacher-path")
+    if any(not w >= 0 or w == float("inf") for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"--teacher-weights {spec!r}: weights must be finite, >= 0 and not "
+                         "all 0")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def load_teachers(paths: List[str], dictionary: Dictionary, head_name: str, num_classes: int,
+                  label_names: List[str]) -> List[FrozenTeacher]:
+    """Loads and checks every teacher once (a path listed twice shares one frozen model);
+    a mismatch names the offending entry of ``--teacher-path``."""
+    loaded: Dict[str, FrozenTeacher] = {}
+    teachers = []
+    for k, path in enumerate(paths):
+        if path not in loaded:
+            try:
+                loaded[path] = FrozenTeacher.load(path, dictionary, head_name, num_classes,
+                                                  label_names)
+            except TeacherMismatchError as err:
+                if len(paths) == 1:
+                    raise
+                raise TeacherMismatchError(
+                    f"--teacher-path entry {k + 1} of {len(paths)}: {err}") from None
+        teachers.append(loaded[path])
+    return teachers

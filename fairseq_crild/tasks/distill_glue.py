@@ -26,7 +26,12 @@ from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import read_checkpoint
 from fairseq_crild.student_init import copy_layers_into, select_source_layers
-from fairseq_crild.teacher import FrozenTeacher
+from fairseq_crild.teacher import (
+    FrozenTeacher,
+    load_teachers,
+    parse_teacher_weights,
+    split_teacher_paths,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +70,17 @@ class DistillGlueConfig(FairseqDataclass):
     )
     teacher_path: str = field(
         default="", metadata={"help": "fine-tuned teacher checkpoint (needed by the kd and "
-                              "cr_ild criterions); loaded once, frozen, never saved"}
+                              "cr_ild criterions), or several, comma-separated (kd averages "
+                              "their soft labels); each loaded once, frozen, never saved"}
+    )
+    teacher_weights: str = field(
+        default="", metadata={"help": "comma-separated weights of the --teacher-path teachers "
+                              "in kd's average of soft labels, normalised to sum 1 (empty: "
+                              "uniform)"}
+    )
+    ild_teacher_index: int = field(
+        default=0, metadata={"help": "0-based entry of --teacher-path that intermediate-layer "
+                             "losses (cr_ild) distil from"}
     )
     init_student_from: str = field(
         default="", metadata={"help": "checkpoint (e.g. the PRE-TRAINED teacher, converted) "
@@ -123,7 +138,7 @@ class DistillGlueTask(FairseqTask):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.meta = meta
-        self._teacher: Optional[FrozenTeacher] = None
+        self._teachers: Optional[List[FrozenTeacher]] = None
         self.student: Optional[BertModel] = None
         self.current_epoch = 1
         self.num_updates = 0
@@ -274,24 +289,40 @@ class DistillGlueTask(FairseqTask):
             layers = select_source_layers(self.cfg.init_student_layers, model.num_layers,
                                           n_source)
             copy_layers_into(model, source, layers)
-        if self.cfg.teacher_path and self._teacher is None:
-            self._teacher = self.load_teacher()
+        if self.cfg.teacher_path and self._teachers is None:
+            self._teachers = self.load_teachers()
         self.student = model
         return model
 
-    def load_teacher(self) -> FrozenTeacher:
-        return FrozenTeacher.load(
-            self.cfg.teacher_path, self.dictionary, self.cfg.classification_head_name,
-            self.num_classes, self.label_names,
-        )
+    def load_teachers(self) -> List[FrozenTeacher]:
+        """Every --teacher-path checkpoint, loaded once and checked against the data; the
+        options are checked first so a typo fails before any model is read."""
+        paths = split_teacher_paths(self.cfg.teacher_path)
+        parse_teacher_weights(self.cfg.teacher_weights, len(paths))
+        if not 0 <= self.cfg.ild_teacher_index < len(paths):
+            raise GlueDataError(f"--ild-teacher-index {self.cfg.ild_teacher_index} is outside "
+                                f"the {len(paths)} teacher(s) of --teacher-path")
+        return load_teachers(paths, self.dictionary, self.cfg.classification_head_name,
+                             self.num_classes, self.label_names)
+
+    @property
+    def teachers(self) -> List[FrozenTeacher]:
+        """All teachers, in --teacher-path order (prediction-layer KD averages them)."""
+        if self._teachers is None:
+            if not self.cfg.teacher_path:
+                raise GlueDataError("this criterion distils from a teacher: pass --teacher-path")
+            self._teachers = self.load_teachers()
+        return self._teachers
+
+    @property
+    def teacher_weights(self) -> List[float]:
+        """Normalised weights of :attr:`teachers` (--teacher-weights, default uniform)."""
+        return parse_teacher_weights(self.cfg.teacher_weights, len(self.teachers))
 
     @property
     def teacher(self) -> FrozenTeacher:
-        if self._teacher is None:
-            if not self.cfg.teacher_path:
-                raise GlueDataError("this criterion distils from a teacher: pass --teacher-path")
-            self._teacher = self.load_teacher()
-        return self._teacher
+        """The teacher of intermediate-layer losses (--ild-teacher-index)."""
+        return self.teachers[self.cfg.ild_teacher_index]
 
     def begin_epoch(self, epoch: int, model) -> None:
         self.current_epoch = epoch  # read by criterions with epoch ramp-ups
