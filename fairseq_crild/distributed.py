@@ -162,7 +162,7 @@ def apply_global_batch(cfg: Any) -> None:
     if given is not None and int(given) != per:
         raise DistributedConfigError(
             f"--batch-size {given} (per process) contradicts --global-batch-size {total} / "
-            f"({world} processes x --update-freq {freq}) = {per}; pass only one of them")
+            f"({world} process(es) x --update-freq {freq}) = {per}; pass only one of them")
     cfg.dataset.batch_size = per
     if cfg.dataset.batch_size_valid is None:
         cfg.dataset.batch_size_valid = per
@@ -201,7 +201,7 @@ def call_main(original: Callable[..., Any], cfg: Any, main: Callable[..., Any],
     """fairseq's ``call_main`` with the CPU launch of :func:`resolve_cpu_launch`."""
     from fairseq.distributed import utils as distributed_utils
 
-    if not on_cpu(cfg):
+    if not on_cpu(cfg) or cfg.common.tpu:
         if cfg.distributed_training.distributed_init_method is None:
             distributed_utils.infer_init_method(cfg.distributed_training)
         apply_global_batch(cfg)
