@@ -24,8 +24,14 @@ student with M layers and a teacher with N layers:
   knowledge is cheap to transport gains weight, T (``--emd-temperature``) sets how sharply.
   The same for the teacher side with ``c_t[j] = sum_i F_ij D_ij / w_t[j]``. With several
   objects (attention and hidden), the weights each object proposes are averaged and shared,
-  the paper's default (its released code can keep them separate, and applies one more
-  softmax without temperature on top; we do not).
+  the default of the authors' code (it can also keep them separate; we do not).
+* Second softmax (``--emd-extra-softmax``). The paper's formulas stop at
+  ``softmax(w~ / T)`` (``off``). The authors' released code then applies one more softmax,
+  without temperature, to the averaged weights, and does so by default (``on``, our default
+  too, since their results come from it). It matters: ``w~`` grows like the inverse of a unit
+  cost, so a layer with a few times the cost of the cheapest gets ``e^-10`` of its weight at
+  T = 1 and the flow collapses onto the cheapest layers; the second softmax of weights in
+  [0, 1] keeps every layer within a factor e of the others.
 * Embedding layer: BERT-EMD also matches the embedding outputs one-to-one with MSE; the
   criterion adds that term (``--emd-embedding-loss on``) when hidden states are distilled.
 
@@ -84,6 +90,11 @@ def transport_plan(cost: np.ndarray, student_weights: Sequence[float] | np.ndarr
     return np.asarray(ot.emd(a, b, d), dtype=np.float64)
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
 def _attend(transported: np.ndarray, weights: np.ndarray, temperature: float) -> np.ndarray:
     """softmax(w~ / T), w~[i] = sum(c) / c[i], c[i] = transported[i] / weights[i]."""
     unit = transported / np.maximum(weights, MIN_WEIGHT)
@@ -91,9 +102,7 @@ def _attend(transported: np.ndarray, weights: np.ndarray, temperature: float) ->
     if not np.isfinite(total) or total <= 0.0:
         return weights.copy()
     score = total / np.maximum(unit, total * 1e-12)
-    z = score / temperature
-    e = np.exp(z - z.max())
-    w = np.maximum(e / e.sum(), MIN_WEIGHT)
+    w = np.maximum(_softmax(score / temperature), MIN_WEIGHT)
     return w / w.sum()
 
 
@@ -137,7 +146,8 @@ def _mean_over_workers(cost: Tensor) -> np.ndarray:
 class EmdLayerWeights(nn.Module):
     """The BERT-EMD layer weights of one criterion, with the solve-and-update step."""
 
-    def __init__(self, n_student: int, n_teacher: int, temperature: float = 1.0):
+    def __init__(self, n_student: int, n_teacher: int, temperature: float = 1.0,
+                 extra_softmax: bool = True):
         super().__init__()
         if n_student <= 0 or n_teacher <= 0:
             raise ValueError(f"EMD: layer counts must be > 0 ({n_student}, {n_teacher})")
@@ -149,6 +159,7 @@ class EmdLayerWeights(nn.Module):
         self.teacher_weights = nn.Parameter(
             torch.full((n_teacher,), 1.0 / n_teacher, dtype=torch.float64), requires_grad=False)
         self.temperature = temperature
+        self.extra_softmax = extra_softmax
         self.last_plans: Dict[str, np.ndarray] = {}
 
     def _apply(self, fn, recurse: bool = True):
@@ -166,7 +177,8 @@ class EmdLayerWeights(nn.Module):
 
     def forward(self, costs: Mapping[str, Tensor], update: bool) -> Dict[str, Tensor]:
         """EMD loss ``sum F * D`` per object; with ``update`` (training), the cost-attention
-        step then replaces the weights by the mean of what each object proposes."""
+        step then replaces the weights by the mean of what each object proposes (then, with
+        ``extra_softmax``, by its softmax)."""
         w_s, w_t = self.weights()
         out: Dict[str, Tensor] = {}
         proposals = []
@@ -180,6 +192,8 @@ class EmdLayerWeights(nn.Module):
         if proposals:
             new_s = np.mean([p[0] for p in proposals], axis=0)
             new_t = np.mean([p[1] for p in proposals], axis=0)
+            if self.extra_softmax:
+                new_s, new_t = _softmax(new_s), _softmax(new_t)
             with torch.no_grad():
                 self.student_weights.copy_(torch.from_numpy(new_s))
                 self.teacher_weights.copy_(torch.from_numpy(new_t))

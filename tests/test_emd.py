@@ -51,6 +51,31 @@ def test_cost_attention_on_the_2x3_plan():
         assert s[0] > s[1] and t[0] > t[1] > t[2]  # cheaper layers gain weight
 
 
+def test_layer_weight_update_with_and_without_the_second_softmax():
+    def softmax(xs):
+        e = [math.exp(x) for x in xs]
+        return [v / sum(e) for v in e]
+
+    cost = torch.tensor(COST_2X3, dtype=torch.float64, requires_grad=True)
+    for extra in (False, True):
+        weights = EmdLayerWeights(2, 3, temperature=1.0, extra_softmax=extra)
+        loss = weights({"hidden": cost, "attention": cost}, update=True)
+        assert float(loss["hidden"].detach()) == pytest.approx(1.5)
+        # the loss is sum F * D with F constant: its gradient is the plan
+        loss["hidden"].backward()
+        assert np.allclose(cost.grad.numpy(), PLAN_2X3)
+        cost.grad = None
+        # both objects propose the same weights (same cost), so their mean is that proposal
+        s_once, t_once = softmax([9 / 4, 9 / 5]), softmax([9 / 2, 3.0, 9 / 4])
+        s, t = weights.weights()
+        want_s = softmax(s_once) if extra else s_once
+        want_t = softmax(t_once) if extra else t_once
+        assert np.allclose(s, want_s, atol=1e-12) and np.allclose(t, want_t, atol=1e-12)
+        # eval forwards leave the weights alone
+        weights({"hidden": cost}, update=False)
+        assert np.allclose(weights.weights()[0], want_s, atol=1e-12)
+
+
 def test_plan_of_a_non_finite_cost_is_independent_and_weights_stay():
     cost = COST_2X3.copy()
     cost[0, 0] = np.inf
@@ -193,3 +218,49 @@ def test_layer_weights_survive_a_checkpoint_round_trip(tmp_path):
     assert a == pytest.approx(b, rel=1e-6)
     assert all(np.allclose(x, y, atol=1e-12)
                for x, y in zip(crit.emd.weights(), crit2.emd.weights()))
+
+
+# ----------------------------------------------------------------------------- fairseq-train
+
+
+def test_fairseq_train_resume_continues_the_layer_weights(tiny_env, tmp_path):
+    """2 updates + resume to 4 == 4 updates straight, layer weights included."""
+    from tests.conftest import run_script
+
+    state = torch.load(str(tiny_env["ckpt"] / "model.pt"), map_location="cpu")
+    gen = torch.Generator().manual_seed(0)
+    dim = state["model"]["pooler.weight"].shape[0]
+    state["model"]["classification_heads.glue.out_proj.weight"] = torch.randn(2, dim,
+                                                                              generator=gen)
+    state["model"]["classification_heads.glue.out_proj.bias"] = torch.randn(2, generator=gen)
+    teacher = tmp_path / "teacher.pt"  # the tiny 4-layer BERT with a head: enough for ILD
+    torch.save(state, teacher)
+
+    def train(save_dir, updates):
+        return run_script(
+            "-m", "fairseq_cli.train", str(tiny_env["data"]), "--user-dir", "fairseq_crild",
+            "--task", "distill_glue", "--cpu", "--num-workers", "0", "--arch", "bert",
+            "--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-attention-heads",
+            "4", "--encoder-ffn-embed-dim", "64", "--max-position-embeddings", "128",
+            "--criterion", "cr_ild", "--ild-preset", "emd", "--teacher-path", str(teacher),
+            "--init-student-from", str(tiny_env["ckpt"] / "model.pt"), "--optimizer", "adam",
+            "--lr", "1e-3", "--lr-scheduler", "fixed", "--batch-size", "8", "--max-positions",
+            "64", "--max-update", str(updates), "--disable-validation", "--log-format",
+            "simple", "--log-interval", "1", "--no-epoch-checkpoints", "--seed", "3",
+            "--save-dir", str(save_dir))
+
+    def weights(save_dir):
+        crit = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")["criterion"]
+        return crit["emd.student_weights"], crit["emd.teacher_weights"]
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    out = train(full, 4)
+    assert "emd_ws0" in out.stdout + out.stderr
+    train(part, 2)
+    w2 = weights(part)
+    assert w2[0].dtype == torch.float64 and not torch.allclose(w2[1], torch.full((4,), 0.25))
+    out = train(part, 4)
+    assert "Loaded checkpoint" in out.stdout + out.stderr
+    for resumed, straight, before in zip(weights(part), weights(full), w2):
+        assert torch.allclose(resumed, straight, atol=1e-9)
+        assert not torch.allclose(resumed, before)  # the resumed run did move them on

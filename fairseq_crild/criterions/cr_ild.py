@@ -70,6 +70,11 @@ class CrIldConfig(FairseqDataclass):
         default="on", metadata={"help": "with --ild-layer-map emd and hidden states: add the "
                                 "MSE between embedding outputs, as BERT-EMD does"}
     )
+    emd_extra_softmax: ChoiceEnum(["on", "off"]) = field(  # type: ignore[valid-type]
+        default="on", metadata={"help": "BERT-EMD: apply the authors' code's second softmax "
+                                "(no temperature) to the updated layer weights (on, their "
+                                "default), or stop at the paper's softmax(w / T) (off)"}
+    )
     num_relation_heads: int = field(
         default=0, metadata={"help": "relation heads R for the Q/K/V relation loss (0: the "
                              "teacher's attention heads; both widths must be divisible by R)"}
@@ -146,7 +151,8 @@ class CrIldCriterion(FairseqCriterion):
             self.teacher_layers = list(range(teacher.num_layers))
             self.layer_map = [(s, t) for s in self.student_layers for t in self.teacher_layers]
             self.emd = EmdLayerWeights(student.num_layers, teacher.num_layers,
-                                       self.cfg.emd_temperature)
+                                       self.cfg.emd_temperature,
+                                       extra_softmax=self.cfg.emd_extra_softmax == "on")
         else:
             self.layer_map = losses.parse_layer_map(self.layer_map_spec, student.num_layers,
                                                     teacher.num_layers)
