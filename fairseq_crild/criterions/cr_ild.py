@@ -377,6 +377,14 @@ class CrIldCriterion(FairseqCriterion):
             self.ema_model.float()
         return self
 
+    def to(self, *args, **kwargs):
+        """fairseq casts the criterion to bf16 under --bf16; the EMA stays fp32 (a 0.1%
+        step is below bf16's resolution: a bf16 EMA would never move)."""
+        super().to(*args, **kwargs)
+        if self.ema_model is not None:
+            self.ema_model.float()
+        return self
+
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
         return True

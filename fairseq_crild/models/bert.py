@@ -8,6 +8,7 @@ not requested use fused scaled-dot-product attention.
 """
 
 
+import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
@@ -16,7 +17,12 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
-from fairseq.models import BaseFairseqModel, register_model, register_model_architecture
+from fairseq.models import (
+    ARCH_CONFIG_REGISTRY,
+    BaseFairseqModel,
+    register_model,
+    register_model_architecture,
+)
 from torch import Tensor, nn
 
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
@@ -303,10 +309,29 @@ def _apply_mixup(x: Tensor, padding_mask: Tensor, spec: MixupSpec) -> Tuple[Tens
     return mixed, padding_mask & padding_mask[partner]
 
 
+def bf16_without_xla(args) -> None:
+    """Lets ``--bf16`` mean bfloat16 on the CPU (with ``--cpu``) or the GPU.
+
+    fairseq's parser turns ``--bf16`` into ``--tpu`` (its only bf16 device), and without
+    torch_xla the trainer then dies ('NoneType' object has no attribute 'xla_device').
+    Architecture functions are the one hook fairseq runs after that rewrite: without
+    torch_xla, undo it; fairseq then keeps fp32 master weights (FP16Optimizer, no loss scaling)
+    and casts model and batches to bf16, and the criterions compute their losses in fp32.
+    """
+    if (getattr(args, "bf16", False) and getattr(args, "tpu", False)
+            and importlib.util.find_spec("torch_xla") is None):
+        args.tpu = False
+
+
 def _set_defaults(args, **defaults) -> None:
+    bf16_without_xla(args)
     for key, value in defaults.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
+
+
+# the base name's architecture function (fairseq registers a no-op for it)
+ARCH_CONFIG_REGISTRY["bert"] = bf16_without_xla
 
 
 @register_model_architecture("bert", "bert_student")
