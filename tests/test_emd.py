@@ -2,6 +2,8 @@
 its layer weights across a checkpoint (in process and through fairseq-train resume)."""
 
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -225,7 +227,7 @@ def test_layer_weights_survive_a_checkpoint_round_trip(tmp_path):
 
 def test_fairseq_train_resume_continues_the_layer_weights(tiny_env, tmp_path):
     """2 updates + resume to 4 == 4 updates straight, layer weights included."""
-    from tests.conftest import run_script
+    from tests.conftest import ROOT, run_script
 
     state = torch.load(str(tiny_env["ckpt"] / "model.pt"), map_location="cpu")
     gen = torch.Generator().manual_seed(0)
@@ -236,8 +238,8 @@ def test_fairseq_train_resume_continues_the_layer_weights(tiny_env, tmp_path):
     teacher = tmp_path / "teacher.pt"  # the tiny 4-layer BERT with a head: enough for ILD
     torch.save(state, teacher)
 
-    def train(save_dir, updates):
-        return run_script(
+    def train(save_dir, updates, wait=True):
+        args = [
             "-m", "fairseq_cli.train", str(tiny_env["data"]), "--user-dir", "fairseq_crild",
             "--task", "distill_glue", "--cpu", "--num-workers", "0", "--arch", "bert",
             "--encoder-layers", "2", "--encoder-embed-dim", "32", "--encoder-attention-heads",
@@ -247,18 +249,24 @@ def test_fairseq_train_resume_continues_the_layer_weights(tiny_env, tmp_path):
             "--lr", "1e-3", "--lr-scheduler", "fixed", "--batch-size", "8", "--max-positions",
             "64", "--max-update", str(updates), "--disable-validation", "--log-format",
             "simple", "--log-interval", "1", "--no-epoch-checkpoints", "--seed", "3",
-            "--save-dir", str(save_dir))
+            "--save-dir", str(save_dir)]
+        if wait:
+            return run_script(*args)
+        return subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
 
     def weights(save_dir):
         crit = torch.load(save_dir / "checkpoint_last.pt", map_location="cpu")["criterion"]
         return crit["emd.student_weights"], crit["emd.teacher_weights"]
 
     full, part = tmp_path / "full", tmp_path / "part"
-    out = train(full, 4)
-    assert "emd_ws0" in out.stdout + out.stderr
-    train(part, 2)
+    runs = [train(full, 4, wait=False), train(part, 2, wait=False)]  # side by side: 2 cores
+    logs = [proc.communicate()[0] for proc in runs]
+    assert [proc.returncode for proc in runs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert "emd_ws0" in logs[0]
     w2 = weights(part)
-    assert w2[0].dtype == torch.float64 and not torch.allclose(w2[1], torch.full((4,), 0.25))
+    uniform = torch.full((4,), 0.25, dtype=torch.float64)
+    assert w2[0].dtype == torch.float64 and not torch.allclose(w2[1], uniform)
     out = train(part, 4)
     assert "Loaded checkpoint" in out.stdout + out.stderr
     for resumed, straight, before in zip(weights(part), weights(full), w2):
