@@ -74,6 +74,7 @@ def _row_divergence(
     key_mask: Tensor | None,
     row_mask: Tensor | None,
     kl: bool,
+    finite: bool = False,
 ) -> Tensor:
     """Mean over (unmasked) rows of KL(softmax(t) || softmax(s)) or cross-entropy H(t, s).
 
@@ -81,9 +82,24 @@ def _row_divergence(
     Masked keys are removed from both softmaxes. Terms where the teacher probability is 0
     (masked keys, or -inf scores the model already put on padded keys) are dropped before
     any product, so 0 * (-inf) never appears, neither in the value nor in the gradient.
+
+    ``finite=True``: the caller guarantees finite logits everywhere (relation_kl zeroes
+    padded positions first). Masked keys then get a finite -3.4e38, whose probability is
+    exactly 0 and whose log-probability difference is exactly 0 in fp32, so the guards are
+    not needed: same value and gradient in about half the passes over the (.., L, L) tensors
+    (these losses cost as much as a student layer on the CPU).
     """
     s = logits_s.float()
     t = logits_t.float()
+    if finite:
+        if key_mask is not None:
+            s = torch.where(key_mask, s, _NEG)
+            t = torch.where(key_mask, t, _NEG)
+        logp_s = F.log_softmax(s, dim=-1)
+        logp_t = F.log_softmax(t, dim=-1)
+        p_t = logp_t.exp()
+        per_row = (p_t * (logp_t - logp_s) if kl else -(p_t * logp_s)).sum(dim=-1)
+        return _mean_over_rows(per_row, row_mask)
     if key_mask is not None:
         s = s.masked_fill(~key_mask, _NEG)
         t = t.masked_fill(~key_mask, _NEG)
@@ -101,10 +117,15 @@ def _row_divergence(
         per_row = (p_t * (logp_t - logp_s)).sum(dim=-1)
     else:
         per_row = -(p_t * logp_s).sum(dim=-1)
+    return _mean_over_rows(per_row, row_mask)
+
+
+def _mean_over_rows(per_row: Tensor, row_mask: Tensor | None) -> Tensor:
     if row_mask is None:
         return per_row.mean()
     rows = row_mask[..., 0].expand_as(per_row)  # (..., Lq, 1) -> (..., Lq)
-    per_row = torch.where(rows, per_row, zero)
+    per_row = torch.where(rows, per_row, torch.zeros((), dtype=per_row.dtype,
+                                                     device=per_row.device))
     return per_row.sum() / rows.sum().clamp(min=1)
 
 
@@ -211,10 +232,14 @@ def attention_kl(
     return _row_divergence(scores_s, scores_t, mask[:, None, None, :], mask[:, None, :, None], kl)
 
 
-def _self_relations(x: Tensor, num_relation_heads: int, who: str) -> Tensor:
-    """(B, L, D) -> (B, R, L, L) scaled dot products X_r X_r^T / sqrt(D / R)."""
+def _self_relations(x: Tensor, num_relation_heads: int, who: str,
+                    keep: Tensor | None = None) -> Tensor:
+    """(B, L, D) -> (B, R, L, L) scaled dot products X_r X_r^T / sqrt(D / R); positions
+    where ``keep`` (B, L) is False are zeroed first (their relations are then finite)."""
     if x.dim() != 3:
         raise ValueError(f"relation_kl: {who} input must be (B, L, D), got {tuple(x.shape)}")
+    if keep is not None:
+        x = torch.where(keep[:, :, None], x, torch.zeros((), dtype=x.dtype, device=x.device))
     batch, length, dim = x.shape
     if num_relation_heads <= 0 or dim % num_relation_heads != 0:
         raise ValueError(
@@ -223,7 +248,8 @@ def _self_relations(x: Tensor, num_relation_heads: int, who: str) -> Tensor:
         )
     d_r = dim // num_relation_heads
     xr = x.float().reshape(batch, length, num_relation_heads, d_r).transpose(1, 2)
-    return torch.matmul(xr, xr.transpose(-1, -2)) / math.sqrt(d_r)
+    # the scale on one (B, R, L, d_r) operand: one pass fewer over the (B, R, L, L) product
+    return torch.matmul(xr * (1.0 / math.sqrt(d_r)), xr.transpose(-1, -2))
 
 
 def relation_kl(
@@ -250,12 +276,17 @@ def relation_kl(
             f"relation_kl: student {tuple(x_s.shape)} and teacher {tuple(x_t.shape)} differ in "
             "batch size or length"
         )
-    rel_s = _self_relations(x_s, num_relation_heads, "student")
-    rel_t = _self_relations(x_t, num_relation_heads, "teacher")
-    if pad_mask_mode == "include" or mask is None:
+    keep = None
+    if pad_mask_mode == "exclude" and mask is not None and x_s.dim() == 3:
+        keep = _check_mask(mask, x_s.shape[0], x_s.shape[1], "relation_kl")
+    # padded positions zeroed before the products (they are masked out of the loss anyway):
+    # every relation is finite, so the divergence may take its fast path
+    rel_s = _self_relations(x_s, num_relation_heads, "student", keep)
+    rel_t = _self_relations(x_t, num_relation_heads, "teacher", keep)
+    if keep is None:
         return _row_divergence(rel_s, rel_t, None, None, kl=True)
-    mask = _check_mask(mask, x_s.shape[0], x_s.shape[1], "relation_kl")
-    return _row_divergence(rel_s, rel_t, mask[:, None, None, :], mask[:, None, :, None], True)
+    return _row_divergence(rel_s, rel_t, keep[:, None, None, :], keep[:, None, :, None], True,
+                           finite=True)
 
 
 def qkv_relation_kl(
