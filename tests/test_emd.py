@@ -11,7 +11,12 @@ import torch
 from fairseq.data import Dictionary
 
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
-from fairseq_crild.emd import EmdLayerWeights, cost_attention, transport_plan
+from fairseq_crild.emd import (
+    EmdLayerWeights,
+    cost_attention,
+    pairwise_attention_kl,
+    transport_plan,
+)
 from fairseq_crild.models import BertConfig, BertModel
 from fairseq_crild.teacher import FrozenTeacher
 
@@ -88,6 +93,25 @@ def test_plan_of_a_non_finite_cost_is_independent_and_weights_stay():
     loss = weights({"hidden": torch.tensor(cost, dtype=torch.float32)}, update=True)["hidden"]
     assert not torch.isfinite(loss)
     assert all(np.array_equal(a, b) for a, b in zip(before, weights.weights()))
+
+
+@pytest.mark.parametrize("kl", [True, False])
+def test_pairwise_attention_kl_equals_attention_kl_pair_by_pair(kl):
+    from fairseq_crild import losses
+
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
+    student = [torch.randn(3, 2, 5, 5, generator=gen, requires_grad=True) for _ in range(2)]
+    teacher = [torch.randn(3, 2, 5, 5, generator=gen) for _ in range(3)]
+    teacher[1] = teacher[1].masked_fill(~mask[:, None, None, :], float("-inf"))  # model's -inf
+    for m in (mask, None):
+        got = pairwise_attention_kl(student, teacher, m, kl=kl)
+        want = torch.stack([torch.stack([losses.attention_kl(s, t, m, kl=kl) for t in teacher])
+                            for s in student])
+        assert got.shape == (2, 3) and torch.equal(got, want)
+        g_got = torch.autograd.grad(got.sum(), student)
+        g_want = torch.autograd.grad(want.sum(), student)
+        assert all(torch.allclose(a, b, atol=1e-7) for a, b in zip(g_got, g_want))
 
 
 def test_bad_weights_are_refused():

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from fairseq_crild import losses
 from fairseq_crild.distributed import batch_generator
-from fairseq_crild.emd import EmdLayerWeights, cost_matrix
+from fairseq_crild.emd import EmdLayerWeights, cost_matrix, pairwise_attention_kl
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 
 logger = logging.getLogger(__name__)
@@ -247,13 +247,21 @@ class CrIldCriterion(FairseqCriterion):
         """BERT-EMD (fairseq_crild/emd.py): per object, the M x N matrix of ILD distances
         between every student and teacher layer, weighted by the EMD flow; the layer weights
         are updated from the flow during training; plus the embedding-output MSE."""
-        costs = {
-            obj: cost_matrix(
-                lambda i, j, obj=obj: self._distance(obj, s_feats[f"{obj}.{i}"],
-                                                     t_feats[f"{obj}.{j}"], mask, project=True),
-                len(self.student_layers), len(self.teacher_layers))
-            for obj in self.objects
-        }
+        n_s, n_t = len(self.student_layers), len(self.teacher_layers)
+        costs: Dict[str, Tensor] = {}
+        for obj in self.objects:
+            s_list = [s_feats[f"{obj}.{i}"] for i in range(n_s)]
+            t_list = [t_feats[f"{obj}.{j}"] for j in range(n_t)]
+            if obj == "attention":  # each layer's softmax once, not once per pair
+                costs[obj] = pairwise_attention_kl(s_list, t_list, mask,
+                                                   kl=self.cfg.attention_loss == "kl")
+                continue
+            if obj in ("hidden", "cls") and self.projection is not None:  # once per layer
+                s_list = [self.projection(x) for x in s_list]
+            costs[obj] = cost_matrix(
+                lambda i, j, obj=obj, s=s_list, t=t_list: self._distance(obj, s[i], t[j], mask,
+                                                                         project=False),
+                n_s, n_t)
         terms = self.emd(costs, update=update)
         if "hidden" in self.objects and self.cfg.emd_embedding_loss == "on":
             terms["embedding"] = self._distance("hidden", s_extra["hidden_states"][0],
