@@ -258,14 +258,37 @@ def all_gather_list(original: Callable[..., Any], data: Any, group: Any = None,
     return out
 
 
+def broadcast_object_slow(original: Callable[..., Any], obj: Any, src_rank: int, group: Any,
+                          dist_device: torch.device) -> Any:
+    """fairseq's ``_broadcast_object_slow`` (pickled objects from rank 0, e.g. the checkpoint
+    state a resumed run loads on rank 0 and sends to the others), whose receivers unpickle
+    with torch >= 2.6's ``weights_only`` default and so refuse the omegaconf config fairseq's
+    loader puts into that state: every resumed multi-process run failed. These bytes are not
+    a file: rank 0 of this job serialised them an instant before, from a checkpoint it read
+    with safe loading, so the receivers unpickle them in full."""
+    import io
+
+    from fairseq.distributed import utils as distributed_utils
+
+    if distributed_utils.get_rank(group) == src_rank:
+        return original(obj, src_rank, group, dist_device)
+    length = torch.LongTensor([0]).to(dist_device)
+    distributed_utils.broadcast(length, src=src_rank, group=group)
+    buffer = torch.ByteTensor(int(length.item())).to(dist_device)
+    distributed_utils.broadcast(buffer, src=src_rank, group=group)
+    return torch.load(io.BytesIO(buffer.cpu().numpy()), map_location="cpu", weights_only=False)
+
+
 def install() -> None:
-    """Patches fairseq's launcher, DDP wrapper and ``all_gather_list`` (idempotent)."""
+    """Patches fairseq's launcher, DDP wrapper, ``all_gather_list`` and the receiving side of
+    its object broadcast (idempotent)."""
     from fairseq import models
     from fairseq.distributed import utils as distributed_utils
 
     for module, name, replacement in (
             (distributed_utils, "call_main", call_main),
             (distributed_utils, "all_gather_list", all_gather_list),
+            (distributed_utils, "_broadcast_object_slow", broadcast_object_slow),
             (models, "DistributedFairseqModel", wrap_model)):
         current = getattr(module, name)
         if getattr(current, "_crild_patched", False):

@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -64,9 +65,10 @@ def test_sigkill_mid_epoch_then_rerun_matches_uninterrupted(tiny_env, tmp_path):
     teacher = write_teacher(tiny_env, tmp_path / "teacher.pt")
     args = cr_ild_args(tiny_env, teacher)
     full, killed = tmp_path / "full", tmp_path / "killed"
-    train(tiny_env["data"], full, *args)
-
-    kill_after(tiny_env["data"], killed, args, KILL_AFTER)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the uninterrupted run, side by side
+        reference = pool.submit(train, tiny_env["data"], full, *args)
+        kill_after(tiny_env["data"], killed, args, KILL_AFTER)
+        reference.result()
     saved = torch.load(killed / "checkpoint_last.pt", map_location="cpu")
     resumed_at = saved["optimizer_history"][-1]["num_updates"]
     assert 8 <= resumed_at < 12 and resumed_at % 2 == 0
