@@ -213,7 +213,8 @@ def test_launch_inference_on_cpu():
 
 def test_ddp_wrapping_on_cpu():
     """A module without trainable parameters (a criterion holding only an EMA copy) is left
-    unwrapped, where PyTorch's DDP would refuse it; CPU DDP gets no device_ids."""
+    unwrapped, where PyTorch's DDP would refuse it; CPU DDP gets no device_ids; logging
+    outputs are gathered without CUDA."""
     import torch.distributed as dist
     from fairseq import models
     from torch.nn.parallel import DistributedDataParallel
@@ -234,5 +235,12 @@ def test_ddp_wrapping_on_cpu():
         assert wrapped.module.device_ids is None and wrapped.weight is trainable.weight
         wrapped(torch.ones(1, 2)).sum().backward()
         assert trainable.weight.grad is not None
+        # fairseq's all_gather_list (non-summable logging outputs, e.g. STS-B predictions)
+        # allocates CUDA buffers; on gloo it goes through all_gather_object
+        from fairseq.distributed import utils as distributed_utils
+
+        logs = {"predictions": torch.arange(3.0)}
+        gathered = distributed_utils.all_gather_list(logs)
+        assert len(gathered) == 1 and torch.equal(gathered[0]["predictions"], torch.arange(3.0))
     finally:
         dist.destroy_process_group()
