@@ -31,6 +31,7 @@ import os
 import random
 import socket
 import subprocess
+import warnings
 from typing import Any, Callable, List, Mapping, Optional
 
 import numpy as np
@@ -233,12 +234,16 @@ def wrap_model(original: Callable[..., Any], args: Any, model: torch.nn.Module,
         from fairseq.distributed import ModuleProxyWrapper
         from torch.nn.parallel import DistributedDataParallel
 
-        ddp = DistributedDataParallel(
-            module=model.to(device), device_ids=None, output_device=None,
-            broadcast_buffers=args.broadcast_buffers, bucket_cap_mb=args.bucket_cap_mb,
-            process_group=process_group, find_unused_parameters=args.find_unused_parameters,
-            gradient_as_bucket_view=args.gradient_as_bucket_view,
-        )
+        with warnings.catch_warnings():  # fairseq's option, kept with its exact meaning
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.* is deprecated",
+                                    category=FutureWarning)
+            ddp = DistributedDataParallel(
+                module=model.to(device), device_ids=None, output_device=None,
+                broadcast_buffers=args.broadcast_buffers, bucket_cap_mb=args.bucket_cap_mb,
+                process_group=process_group,
+                find_unused_parameters=args.find_unused_parameters,
+                gradient_as_bucket_view=args.gradient_as_bucket_view,
+            )
         return ModuleProxyWrapper(ddp)
     return original(args, model, process_group, device)
 
