@@ -18,7 +18,7 @@ import numpy as np
 from fairseq.data import ConcatDataset, Dictionary, data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II, MISSING
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from fairseq_crild.data.binarize import load_labels
 from fairseq_crild.data.pair_dataset import SentencePairDataset
@@ -128,6 +128,21 @@ def apply_label_noise(labels: np.ndarray, fraction: float, num_classes: int,
     return flipped
 
 
+# path options the generated hydra configs leave as ``???`` for the command line to fill
+_PATH_OPTIONS = ("data", "teacher_path", "init_student_from", "ild_data")
+
+
+def _require_given(cfg: Any) -> None:
+    """Name a ``???`` path left unfilled in a hydra config, instead of omegaconf's traceback."""
+    if not isinstance(cfg, DictConfig):
+        return
+    missing = [f"task.{key}" for key in _PATH_OPTIONS if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise GlueDataError(
+            f"{', '.join(missing)} must be given: add {' '.join(m + '=PATH' for m in missing)} "
+            "to the fairseq-hydra-train command line (the config leaves it as ???)")
+
+
 @register_task("distill_glue", dataclass=DistillGlueConfig)
 class DistillGlueTask(FairseqTask):
     """GLUE classification/regression with BERT inputs (and, for distillation, a teacher)."""
@@ -152,6 +167,7 @@ class DistillGlueTask(FairseqTask):
 
     @classmethod
     def setup_task(cls, cfg: DistillGlueConfig, **kwargs) -> "DistillGlueTask":
+        _require_given(cfg)
         meta = read_meta(cfg.data)
         dictionary = load_bert_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
         kind = "regression" if meta.get("regression") else f"{meta.get('num_classes')} classes"

@@ -1,0 +1,228 @@
+"""The recipe as ``fairseq-hydra-train`` configs, generated from the same stage arguments the
+pipeline command runs (``recipe.py``), so the two can never drift apart.
+
+Each stage's command line is parsed by fairseq itself (``parse_args_and_arch`` then
+``convert_namespace_to_omegaconf``) and only the values that differ from fairseq's defaults
+are written. Hydra cannot compute ``total_num_update`` from epochs and the training-set size,
+so every budget is a folder of fully resolved configs: ``configs/<budget>/<TASK>/<stage>.yaml``
+plus the paper's settings (few-sample, label noise, supplementary-task ILD) under
+``configs/paper/<TASK>/<setting>/``. Run-specific paths are ``???`` (hydra's "must be given"),
+so a forgotten ``task.data=`` or ``checkpoint.save_dir=`` fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from fairseq_crild.pipeline import recipe
+
+# Official GLUE training-set sizes: they fix the number of updates of each schedule.
+GLUE_TRAIN_SIZES: Dict[str, int] = {
+    "CoLA": 8551, "SST-2": 67349, "MRPC": 3668, "STS-B": 5749, "QQP": 363846,
+    "MNLI": 392702, "QNLI": 104743, "RTE": 2490, "WNLI": 635,
+}
+GLUE_METRICS: Dict[str, str] = {
+    "CoLA": "mcc", "SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson", "QQP": "f1",
+    "MNLI": "accuracy", "QNLI": "accuracy", "RTE": "accuracy", "WNLI": "accuracy",
+}
+# (teacher arch, student arch) per budget: BERT-base -> 6 layers as in the paper; the
+# packaged 6-layer MiniLM -> 3 layers for CPU runs.
+ARCHS: Dict[str, Tuple[List[str], List[str]]] = {
+    "paper": (["--arch", "bert_hf_base"], ["--arch", "bert_student"]),
+    "cpu": (["--arch", "bert_minilm_l6"], ["--arch", "bert_minilm_l3"]),
+}
+MISSING = "???"
+FEW_SAMPLE, LABEL_NOISE = 1000, 0.3  # the paper's synthetic settings
+_PATH_FIELDS = {
+    ("task", "data"), ("task", "teacher_path"), ("task", "init_student_from"),
+    ("task", "ild_data"), ("checkpoint", "save_dir"), ("checkpoint", "finetune_from_model"),
+}
+_DROP = {("common", "user_dir")}  # written explicitly below
+_COMPONENTS = {"task", "model", "criterion", "optimizer", "lr_scheduler"}
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One config file: where it goes and the fairseq-train arguments it stands for."""
+
+    path: str
+    args: List[str]
+
+
+def _for_budget(budget_name: str, configs: List[StageConfig]) -> List[StageConfig]:
+    """The paper budget targets GPUs: drop the CPU-only flags the pipeline adds."""
+    if budget_name != "paper":
+        return configs
+    out = []
+    for cfg in configs:
+        args = [a for a in cfg.args if a != "--cpu"]
+        i = args.index("--num-workers")
+        out.append(StageConfig(cfg.path, args[:i] + args[i + 2:]))
+    return out
+
+
+def stage_configs(budget_name: str, task: str) -> List[StageConfig]:
+    """The teacher, stage-1 (CR-ILD) and stage-2 (KD) configs of one task and budget."""
+    budget = recipe.budget_for(budget_name, task)
+    teacher_arch, student_arch = ARCHS[budget_name]
+    n_train, metric = GLUE_TRAIN_SIZES[task], GLUE_METRICS[task]
+    base = os.path.join(budget_name, task)
+    return _for_budget(budget_name, _stages(base, budget, teacher_arch, student_arch,
+                                            n_train, metric, []))
+
+
+def paper_setting_configs(task: str) -> List[StageConfig]:
+    """The paper's settings besides full GLUE: few-sample, label noise, supplementary ILD."""
+    budget = recipe.budget_for("paper", task)
+    teacher_arch, student_arch = ARCHS["paper"]
+    n_train, metric = GLUE_TRAIN_SIZES[task], GLUE_METRICS[task]
+    base = os.path.join("paper", task)
+    few = ["--train-subset-size", str(FEW_SAMPLE)]
+    noise = ["--label-noise", str(LABEL_NOISE)]
+    configs = _stages(os.path.join(base, "few_sample"), budget, teacher_arch, student_arch,
+                      min(n_train, FEW_SAMPLE), metric, few)
+    configs += _stages(os.path.join(base, "label_noise"), budget, teacher_arch, student_arch,
+                       n_train, metric, noise)
+    # supplementary-task ILD: stage 1 reads unlabelled pairs from --ild-data instead of the
+    # task's training set; the teacher and stage 2 are the task's own.
+    supp_n = 100_000  # the authors' 100k Wikipedia pairs; set to your corpus's size
+    stage1 = recipe.stage1_args("DATA", "SAVE", "cr_ild", "TEACHER", "BASE", student_arch,
+                                supp_n, budget, 42)
+    configs.append(StageConfig(os.path.join(base, "supplementary_ild", "stage1.yaml"),
+                               stage1 + ["--ild-data", "ILD_DATA", "--ild-data-mode",
+                                         "replace"]))
+    return _for_budget("paper", configs)
+
+
+def _stages(base: str, budget: recipe.Budget, teacher_arch: List[str],
+            student_arch: List[str], n_train: int, metric: str,
+            extra: List[str]) -> List[StageConfig]:
+    teacher = recipe.teacher_args("DATA", "SAVE", "BASE", teacher_arch, n_train, metric,
+                                  budget, 42)
+    stage1 = recipe.stage1_args("DATA", "SAVE", "cr_ild", "TEACHER", "BASE", student_arch,
+                                n_train, budget, 42)
+    stage2 = recipe.stage2_args("DATA", "SAVE", "kd", "TEACHER", "STAGE1", "BASE",
+                                student_arch, n_train, metric, budget, 42)
+    return [StageConfig(os.path.join(base, f"{name}.yaml"), args + extra)
+            for name, args in (("teacher", teacher), ("stage1", stage1), ("stage2", stage2))]
+
+
+def to_yaml(args: List[str], header: Optional[str] = None) -> str:
+    """fairseq-train arguments -> the hydra config fairseq would build from them, keeping only
+    values that differ from fairseq's defaults for the same task/model/criterion."""
+    from omegaconf import OmegaConf
+
+    full = _parse(args)
+    named = [args[0]] + _named_only(args)
+    default = _parse(named)
+    out: Dict[str, Dict] = {"common": {"user_dir": "fairseq_crild"}}
+    for group, values in full.items():
+        if not isinstance(values, dict):
+            continue
+        base, linked = default.get(group) or {}, _interpolated_fields(group, values)
+        for key, value in values.items():
+            if (group, key) in _DROP or (key in linked and _lookup(full, linked[key]) == value):
+                continue  # interpolations (optimizer.lr -> optimization.lr) stay linked
+            if (group, key) in _PATH_FIELDS and value not in (None, ""):
+                value = MISSING
+            named_choice = key == "_name" and group in _COMPONENTS
+            # model sizes always: under hydra, fairseq fills the model section from the
+            # dataclass defaults before the architecture function runs, so an arch name alone
+            # would silently build bert's default sizes
+            always = key == "ild_preset" or group == "model"
+            if named_choice or always or (key != "_name"
+                                                           and value != base.get(key)):
+                out.setdefault(group, {})[key] = value
+    out["hydra"] = {"run": {"dir": "."}, "output_subdir": None}
+    text = OmegaConf.to_yaml(OmegaConf.create(out))
+    return (header or "") + text
+
+
+def _named_only(args: List[str]) -> List[str]:
+    """Just the component choices (task, arch, criterion, optimizer, scheduler, user dir)."""
+    keep = {"--user-dir", "--task", "--arch", "--criterion", "--optimizer", "--lr-scheduler"}
+    out = []
+    for i, a in enumerate(args):
+        if a in keep:
+            out += [a, args[i + 1]]
+    if "polynomial_decay" in out:  # a required field without a default
+        out += ["--total-num-update", "1"]
+    return out
+
+
+def _lookup(cfg: Dict, dotted: str) -> object:
+    for part in dotted.split("."):
+        cfg = cfg.get(part) if isinstance(cfg, dict) else None
+    return cfg
+
+
+def _interpolated_fields(group: str, values: Dict) -> Dict[str, str]:
+    """field -> target of fields whose dataclass default is an interpolation such as
+    ``${optimization.lr}``."""
+    import dataclasses
+
+    from fairseq.dataclass.configs import FairseqConfig
+    from fairseq.models import ARCH_MODEL_NAME_REGISTRY, MODEL_DATACLASS_REGISTRY
+    from fairseq.registry import REGISTRIES
+    from fairseq.tasks import TASK_DATACLASS_REGISTRY
+
+    name = values.get("_name")
+    if group == "task":
+        dc = TASK_DATACLASS_REGISTRY.get(name)
+    elif group == "model":
+        dc = MODEL_DATACLASS_REGISTRY.get(ARCH_MODEL_NAME_REGISTRY.get(name, name))
+    elif group in REGISTRIES:
+        dc = REGISTRIES[group]["dataclass_registry"].get(name)
+    else:
+        top = FairseqConfig.__dataclass_fields__.get(group)
+        dc = top.type if top is not None and dataclasses.is_dataclass(top.type) else None
+    if dc is None:
+        return {}
+    return {f.name: f.default[2:-1] for f in dataclasses.fields(dc)
+            if isinstance(f.default, str) and f.default.startswith("${")}
+
+
+def _parse(args: List[str]) -> Dict:
+    from fairseq import options
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    from omegaconf import OmegaConf
+
+    parser = options.get_training_parser()
+    ns = options.parse_args_and_arch(parser, input_args=args)
+    cfg = convert_namespace_to_omegaconf(ns)
+    return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+
+
+HEADER = ("# Generated by scripts/write_hydra_configs.py from fairseq_crild/pipeline/recipe.py;"
+          " do not edit.\n# fairseq-hydra-train --config-dir configs/{folder} --config-name {name} "
+          "task.data=DATA checkpoint.save_dir=DIR{more}\n")
+
+
+def render_all(only: Tuple[str, ...] = ("",)) -> Dict[str, str]:
+    """Every config file (path relative to configs/) whose path starts with one of ``only``,
+    and its text. Each is run as ``--config-dir configs/FOLDER --config-name STAGE``: fairseq
+    merges its schema (every option's default) only into a top-level config name."""
+    files: Dict[str, str] = {}
+    configs = []
+    for task in GLUE_TRAIN_SIZES:
+        for budget_name in ARCHS:
+            configs += stage_configs(budget_name, task)
+        configs += paper_setting_configs(task)
+    for cfg in configs:
+        if not cfg.path.startswith(tuple(only)):
+            continue
+        folder, name = os.path.split(cfg.path[: -len(".yaml")])
+        more = ""
+        if "--teacher-path" in cfg.args:
+            more += " task.teacher_path=TEACHER.pt"
+        if "--init-student-from" in cfg.args:
+            more += " task.init_student_from=BASE.pt"
+        if "--finetune-from-model" in cfg.args:
+            more += " checkpoint.finetune_from_model=" + (
+                "BASE.pt" if name.endswith("teacher") else "STAGE1/checkpoint_last.pt")
+        if "--ild-data" in cfg.args:
+            more += " task.ild_data=PAIRS_DATA"
+        files[cfg.path] = to_yaml(cfg.args, HEADER.format(folder=folder, name=name, more=more))
+    return files
