@@ -1,0 +1,130 @@
+"""Classify sentence pairs with a trained checkpoint from Python, fairseq hub-style.
+
+    from fairseq_crild.hub import GlueClassifier
+    clf = GlueClassifier.from_pretrained("runs/quickstart/stage2", data_name_or_path="data-bin/RTE")
+    clf.predict([("A man is playing.", "Someone plays.")])      # -> ['entailment']
+
+Inputs go through the same WordPiece tokenizer, ``[CLS] a [SEP] b [SEP]`` pairing and
+longest-first truncation as training (:class:`SentencePairDataset`), so a sentence gets the
+prediction it would get in the dev evaluation. The data folder written by prepare_glue.py
+supplies the dictionary, the label names and the lower-casing setting; by default it is the
+one the checkpoint was trained on (``task.data`` in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from fairseq.data import ListDataset
+
+from fairseq_crild.data.pair_dataset import SentencePairDataset
+from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
+from fairseq_crild.models.bert import BertModel
+from fairseq_crild.models.loading import load_bert, read_checkpoint
+from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
+
+Example = Union[str, Tuple[str, str]]
+
+
+def _checkpoint_path(model_name_or_path: str, checkpoint_file: str) -> str:
+    if os.path.isdir(model_name_or_path):
+        return os.path.join(model_name_or_path, checkpoint_file)
+    return model_name_or_path
+
+
+def _trained_data_folder(checkpoint: str) -> str:
+    cfg = read_checkpoint(checkpoint).get("cfg") or {}
+    task = cfg.get("task") if hasattr(cfg, "get") else None
+    data = task.get("data") if task is not None else None
+    if not data or not os.path.isdir(str(data)):
+        raise FileNotFoundError(
+            f"{checkpoint}: the data folder it was trained on ({data!r}) is not here; pass "
+            "data_name_or_path (--data) = the prepare_glue.py folder with its dict.txt")
+    return str(data)
+
+
+class GlueClassifier(torch.nn.Module):
+    """A ``bert`` checkpoint with its classification head, tokenizer and label names."""
+
+    def __init__(self, model: BertModel, task: DistillGlueTask, lowercase: bool = True):
+        super().__init__()
+        self.model = model.eval()
+        self.task = task
+        self.tokenizer = build_tokenizer(task.dictionary, lowercase)
+        self.max_positions = min(task.cfg.max_positions, model.max_positions())
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
+                        data_name_or_path: Optional[str] = None,
+                        max_positions: int = 512) -> "GlueClassifier":
+        """``model_name_or_path``: a checkpoint file, or a folder holding ``checkpoint_file``
+        (fairseq's hub convention)."""
+        path = _checkpoint_path(model_name_or_path, checkpoint_file)
+        data = data_name_or_path or _trained_data_folder(path)
+        task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=max_positions))
+        model, _ = load_bert(path, task.dictionary)
+        head = task.cfg.classification_head_name
+        if head not in model.classification_heads:
+            raise ValueError(f"{path}: no classification head {head!r} (has "
+                             f"{sorted(model.classification_heads)}); is it a stage-1 checkpoint?")
+        task.cfg.max_positions = min(max_positions, model.max_positions())
+        return cls(model, task, lowercase=bool(task.meta.get("lowercase", True)))
+
+    @property
+    def regression(self) -> bool:
+        return self.task.regression
+
+    @property
+    def labels(self) -> List[str]:
+        return self.task.label_names
+
+    def _dataset(self, examples: Sequence[Example]) -> SentencePairDataset:
+        pairs = [(e, None) if isinstance(e, str) else (e[0], e[1]) for e in examples]
+        if self.task.meta.get("is_pair") and any(b is None for _, b in pairs):
+            raise ValueError(f"{self.task.meta.get('task')} classifies sentence pairs: give "
+                             "(sentence1, sentence2) tuples")
+        if not self.task.meta.get("is_pair") and any(b is not None for _, b in pairs):
+            raise ValueError(f"{self.task.meta.get('task')} classifies single sentences")
+
+        def column(texts: List[str]) -> ListDataset:
+            ids = [torch.tensor(x, dtype=torch.long) for x in encode_texts(self.tokenizer, texts)]
+            return ListDataset(ids, sizes=[len(x) for x in ids])
+
+        input0 = column([a for a, _ in pairs])
+        input1 = column([b for _, b in pairs]) if self.task.meta.get("is_pair") else None
+        d = self.task.dictionary
+        return SentencePairDataset(input0, input1, None, cls=d.bos(), sep=d.eos(), pad=d.pad(),
+                                   max_positions=self.max_positions)
+
+    @torch.inference_mode()
+    def logits(self, examples: Sequence[Example], batch_size: int = 32) -> torch.Tensor:
+        """(N, classes) logits, or (N,) scores for a regression task, in input order."""
+        dataset = self._dataset(examples)
+        device = next(self.model.parameters()).device
+        head = self.task.cfg.classification_head_name
+        out = []
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
+                                                                            len(dataset)))])
+            net_input = {k: v.to(device) for k, v in batch["net_input"].items()}
+            logits, _ = self.model(**net_input, classification_head_name=head)
+            out.append(logits.float().cpu())
+        if not out:
+            return torch.empty(0)
+        logits = torch.cat(out)
+        return logits.view(-1) if self.regression else logits
+
+    def predict(self, examples: Sequence[Example], batch_size: int = 32) -> List[Union[str, float]]:
+        """Label names (classification) or scores (STS-B)."""
+        logits = self.logits(examples, batch_size)
+        if self.regression:
+            return logits.tolist()
+        return [self.labels[i] for i in logits.argmax(-1).tolist()]
+
+    def predict_proba(self, examples: Sequence[Example], batch_size: int = 32) -> torch.Tensor:
+        """(N, classes) softmax probabilities, columns in the order of :attr:`labels`."""
+        if self.regression:
+            raise ValueError("predict_proba: a regression task has scores, not probabilities")
+        return self.logits(examples, batch_size).softmax(-1)
