@@ -6,8 +6,8 @@
         [--teacher CKPT]
 
 convert the pretrained model -> prepare data -> fine-tune the teacher (or reuse --teacher /
-an earlier run's) -> stage 1 ILD (methods pkd, tinybert, minilm, l_ild, cr_ild) -> stage 2
-(kd, or glue_ce for 'finetune') -> report.json / report.md / dev_curve.png. Finished stages
+an earlier run's) -> stage 1 ILD (methods pkd, tinybert, minilm, l_ild, cr_ild, bert_emd) ->
+stage 2 (kd, or glue_ce for 'finetune') -> report.json / report.md / dev_curve.png. Finished stages
 are reused; an interrupted stage resumes from its checkpoint when the command is rerun.
 """
 
