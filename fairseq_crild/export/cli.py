@@ -1,0 +1,55 @@
+"""Command-line pieces the export scripts share (arguments, inputs, error reporting)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, List, Tuple
+
+from fairseq_crild.export.student import (
+    TOLERANCE,
+    Batch,
+    Classifier,
+    check_batches,
+    load_classifier,
+)
+
+
+def add_source_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="fairseq checkpoint of a bert student with a head")
+    parser.add_argument("--data", default=None,
+                        help="the prepare_glue.py folder the student was trained on: its dev "
+                             "examples check the export, its meta.json names the labels and "
+                             "its dict.txt is the default --dict (without it: random pairs)")
+    parser.add_argument("--split", default="valid", help="split of --data to check on")
+    parser.add_argument("--examples", type=int, default=64,
+                        help="examples of --split to check on (batches of 1, 7 and 32)")
+    parser.add_argument("--dict", default=None,
+                        help="the model's dict.txt (default: DATA/input0/dict.txt, else "
+                             "dict.txt next to the checkpoint)")
+    parser.add_argument("--head-name", default=None,
+                        help="head to export (default: the only head)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="largest |difference| of logits accepted (default %(default)g)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
+def load_source(args: argparse.Namespace) -> Tuple[Classifier, List[Batch], str]:
+    clf = load_classifier(args.checkpoint, args.dict, args.head_name, args.data)
+    batches = check_batches(clf, args.data, args.split, args.examples)
+    inputs = (f"{args.split} split of {args.data}" if args.data
+              else "random word-piece pairs; pass --data for real examples")
+    return clf, batches, inputs
+
+
+def run(prog: str, body: Callable[[], str]) -> int:
+    """Prints ``body``'s summary and returns 0, or prints why it failed and returns 2."""
+    from fairseq_crild.checkpoint_safety import UnsafeCheckpointError
+    from fairseq_crild.outputs import OutputExistsError
+
+    try:
+        print(body())
+    except (ValueError, OutputExistsError, FileNotFoundError, UnsafeCheckpointError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
