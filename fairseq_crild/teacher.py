@@ -16,7 +16,7 @@ from torch import Tensor
 
 from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import bert_config_from_checkpoint, head_sizes, read_checkpoint
+from fairseq_crild.models.loading import build_from_state, head_sizes, read_checkpoint
 from fairseq_crild.models.requests import FeatureRequest
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,9 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
                      head_name: str, num_classes: int, label_names: List[str]) -> None:
     """Refuses a teacher whose vocabulary, head or label set differs from the task's."""
     sd = state["model"]
+    if "embeddings.word_embeddings.weight" not in sd:
+        raise TeacherMismatchError(f"teacher {path}: not a checkpoint of this plugin's BERT / "
+                                   "crild_roberta models nor a fairseq RoBERTa")
     rows = sd["embeddings.word_embeddings.weight"].shape[0]
     task_state = state.get("task_state") or {}
     want = vocab_fingerprint(dictionary)
@@ -45,7 +48,8 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
     if head_name not in heads:
         raise TeacherMismatchError(
             f"teacher {path}: no classification head {head_name!r} (it has {sorted(heads)}); "
-            "fine-tune the teacher on this task first (criterion glue_ce)"
+            "fine-tune the teacher on this task first (criterion glue_ce), or name its head "
+            "with --classification-head-name"
         )
     if heads[head_name] != num_classes:
         raise TeacherMismatchError(
@@ -61,7 +65,8 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
 
 
 class FrozenTeacher:
-    """A BERT teacher in eval mode with ``requires_grad`` off, run without autograd."""
+    """A BERT (or RoBERTa) teacher in eval mode with ``requires_grad`` off, run without
+    autograd."""
 
     def __init__(self, model: BertModel, path: str):
         self.model = model.eval()
@@ -71,14 +76,18 @@ class FrozenTeacher:
 
     @classmethod
     def load(cls, path: str, dictionary: Dictionary, head_name: str, num_classes: int,
-             label_names: List[str]) -> "FrozenTeacher":
+             label_names: List[str], dict_path: Optional[str] = None) -> "FrozenTeacher":
+        """Our checkpoints, or a fairseq ``roberta`` one (converted into ``crild_roberta``,
+        its fine-tuning data's dictionaries compared with ``dict_path``'s when readable)."""
+        from fairseq_crild.models import roberta_conversion as rc
+
         state = read_checkpoint(path)
+        if rc.is_fairseq_roberta(state):
+            state = rc.roberta_as_crild_state(state, path, head_name, dictionary.pad())
+            rc.check_roberta_training_data(state, path, dictionary, dict_path, label_names)
         check_compatible(state, path, dictionary, head_name, num_classes, label_names)
-        cfg = bert_config_from_checkpoint(state, path)
-        model = BertModel(cfg, len(dictionary), dictionary.pad())
-        for name, size in head_sizes(state["model"]).items():
-            model.register_classification_head(name, num_classes=size)
-        model.load_state_dict(state["model"], strict=True)
+        model = build_from_state(state, path, len(dictionary), dictionary.pad())
+        cfg = model.cfg
         logger.info(f"teacher {path}: {cfg.encoder_layers} layers x {cfg.encoder_embed_dim}, "
                     f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, frozen")
         return cls(model, path)
@@ -138,7 +147,8 @@ def parse_teacher_weights(spec: str, num_teachers: int) -> List[float]:
 
 
 def load_teachers(paths: List[str], dictionary: Dictionary, head_name: str, num_classes: int,
-                  label_names: List[str]) -> List[FrozenTeacher]:
+                  label_names: List[str], dict_path: Optional[str] = None
+                  ) -> List[FrozenTeacher]:
     """Loads and checks every teacher once (a path listed twice shares one frozen model);
     a mismatch names the offending entry of ``--teacher-path``."""
     loaded: Dict[str, FrozenTeacher] = {}
@@ -147,7 +157,7 @@ def load_teachers(paths: List[str], dictionary: Dictionary, head_name: str, num_
         if path not in loaded:
             try:
                 loaded[path] = FrozenTeacher.load(path, dictionary, head_name, num_classes,
-                                                  label_names)
+                                                  label_names, dict_path)
             except TeacherMismatchError as err:
                 if len(paths) == 1:
                     raise

@@ -161,11 +161,15 @@ class BertClassificationHead(nn.Module):
 class BertModel(BaseFairseqModel):
     """BERT body + tanh pooler + named heads. See module docstring."""
 
+    #: how the task must lay out inputs for this encoder (``[CLS] a [SEP] b [SEP]`` + types)
+    input_format = "bert"
+    config_class = BertConfig
+
     def __init__(self, cfg: BertConfig, vocab_size: int, padding_idx: int):
         super().__init__()
         self.cfg = cfg
         self.padding_idx = padding_idx
-        self.embeddings = BertEmbeddings(vocab_size, cfg, padding_idx)
+        self.embeddings = self.build_embeddings(vocab_size, cfg, padding_idx)
         self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.encoder_layers))
         self.pooler = nn.Linear(cfg.encoder_embed_dim, cfg.encoder_embed_dim)
         self.classification_heads = nn.ModuleDict()
@@ -184,6 +188,10 @@ class BertModel(BaseFairseqModel):
         elif isinstance(module, nn.LayerNorm):
             module.weight.data.fill_(1.0)
             module.bias.data.zero_()
+
+    def build_embeddings(self, vocab_size: int, cfg: BertConfig, padding_idx: int) -> nn.Module:
+        """The embedding block (the one part RoBERTa-style subclasses replace)."""
+        return BertEmbeddings(vocab_size, cfg, padding_idx)
 
     @classmethod
     def build_model(cls, cfg: BertConfig, task) -> "BertModel":

@@ -7,12 +7,13 @@ Used by the export script, the teacher loader and tests. Loading goes through fa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Tuple, Type
 
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 from omegaconf import OmegaConf
 
+from fairseq_crild.models import roberta  # noqa: F401  (registers crild_roberta)
 from fairseq_crild.models.bert import BertConfig, BertModel
 
 BERT_FIELDS = {f.name for f in dataclasses.fields(BertConfig)}
@@ -37,9 +38,36 @@ def bert_config_from_checkpoint(state: Dict[str, Any], path: str = "checkpoint")
     elif not isinstance(model_cfg, dict):
         model_cfg = vars(model_cfg)
     name = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
-    if not name.startswith("bert"):
+    cls = model_class_for(name, path)
+    return cls.config_class(**{k: v for k, v in model_cfg.items() if k in BERT_FIELDS})
+
+
+def model_class_for(name: str, path: str = "checkpoint") -> Type[BertModel]:
+    """The model class of an architecture or model name (``bert_*``, ``crild_roberta*``);
+    anything that is not this plugin's encoder is refused."""
+    from fairseq.models import ARCH_MODEL_REGISTRY, MODEL_REGISTRY
+
+    cls = ARCH_MODEL_REGISTRY.get(name) or MODEL_REGISTRY.get(name)
+    if not (isinstance(cls, type) and issubclass(cls, BertModel)):
         raise ValueError(f"{path}: model {name!r} is not this plugin's BERT")
-    return BertConfig(**{k: v for k, v in model_cfg.items() if k in BERT_FIELDS})
+    return cls
+
+
+def build_from_state(state: Dict[str, Any], path: str, vocab_size: int,
+                     padding_idx: int) -> BertModel:
+    """The model a checkpoint (ours, or a converted one) describes, with its heads and
+    weights loaded strictly."""
+    model_cfg = state["cfg"]["model"]
+    if OmegaConf.is_config(model_cfg):
+        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
+    elif not isinstance(model_cfg, dict):
+        model_cfg = vars(model_cfg)
+    cls = model_class_for(str(model_cfg.get("_name") or model_cfg.get("arch") or ""), path)
+    model = cls(bert_config_from_checkpoint(state, path), vocab_size, padding_idx)
+    for name, size in head_sizes(state["model"]).items():
+        model.register_classification_head(name, num_classes=size)
+    model.load_state_dict(state["model"], strict=True)
+    return model
 
 
 def head_sizes(state_dict: Dict[str, Any]) -> Dict[str, int]:
@@ -54,7 +82,7 @@ def head_sizes(state_dict: Dict[str, Any]) -> Dict[str, int]:
 def load_bert(path: str, dictionary: Dictionary) -> Tuple[BertModel, Dict[str, Any]]:
     """Builds the model a checkpoint describes, with its heads, and loads its weights."""
     state = read_checkpoint(path)
-    cfg = bert_config_from_checkpoint(state, path)
+    bert_config_from_checkpoint(state, path)  # refuses a foreign model before any shape check
     sd = state["model"]
     rows = sd["embeddings.word_embeddings.weight"].shape[0]
     if rows != len(dictionary):
@@ -62,8 +90,4 @@ def load_bert(path: str, dictionary: Dictionary) -> Tuple[BertModel, Dict[str, A
             f"{path}: the model's vocabulary has {rows} entries but the dictionary has "
             f"{len(dictionary)}; use the dict.txt the model was converted/trained with"
         )
-    model = BertModel(cfg, len(dictionary), dictionary.pad())
-    for name, size in head_sizes(sd).items():
-        model.register_classification_head(name, num_classes=size)
-    model.load_state_dict(sd, strict=True)
-    return model, state
+    return build_from_state(state, path, len(dictionary), dictionary.pad()), state

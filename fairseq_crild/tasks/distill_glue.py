@@ -5,6 +5,11 @@ meta.json), pairs sentences as ``[CLS] a [SEP] b [SEP]`` with token types, trunc
 longest-first to ``--max-positions``, batches by length, and sizes the classification head
 from the data. Options reproduce the paper's harder settings: a seeded training subset of K
 examples and seeded label noise.
+
+Folders written by ``scripts/prepare_glue_roberta.py`` (meta ``input_format: roberta``,
+fairseq's RoBERTa GLUE layout) are read the RoBERTa way instead: fairseq's dictionary with
+``<mask>``, ``<s> a </s> </s> b </s>`` without token types, labels through label/dict.txt;
+teachers may then be fairseq ``roberta`` checkpoints and students ``crild_roberta*`` models.
 """
 
 
@@ -22,9 +27,16 @@ from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from fairseq_crild.data.binarize import load_labels
 from fairseq_crild.data.pair_dataset import SentencePairDataset
+from fairseq_crild.data.roberta_data import (
+    RobertaPairDataset,
+    is_roberta_data,
+    load_roberta_dictionary,
+    load_roberta_labels,
+)
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import read_checkpoint
+from fairseq_crild.models.roberta_conversion import convert_roberta_state_dict, is_fairseq_roberta
 from fairseq_crild.student_init import copy_layers_into, select_source_layers
 from fairseq_crild.teacher import (
     FrozenTeacher,
@@ -111,7 +123,8 @@ def read_meta(data_dir: str) -> Dict[str, Any]:
     path = os.path.join(data_dir, META_FILE)
     if not os.path.isfile(path):
         raise GlueDataError(
-            f"{path} not found: --data must be a folder written by scripts/prepare_glue.py"
+            f"{path} not found: --data must be a folder written by scripts/prepare_glue.py "
+            "(or scripts/prepare_glue_roberta.py)"
         )
     with open(path, encoding="utf-8") as f:
         return json.load(f)
@@ -169,7 +182,11 @@ class DistillGlueTask(FairseqTask):
     def setup_task(cls, cfg: DistillGlueConfig, **kwargs) -> "DistillGlueTask":
         _require_given(cfg)
         meta = read_meta(cfg.data)
-        dictionary = load_bert_dictionary(os.path.join(cfg.data, "input0", "dict.txt"))
+        dict_path = os.path.join(cfg.data, "input0", "dict.txt")
+        if is_roberta_data(meta):  # fairseq's dict.txt, <mask> appended as RoBERTa's tasks do
+            dictionary = load_roberta_dictionary(dict_path)
+        else:
+            dictionary = load_bert_dictionary(dict_path)
         kind = "regression" if meta.get("regression") else f"{meta.get('num_classes')} classes"
         logger.info(f"[{meta.get('task')}] dictionary: {len(dictionary)} types; {kind}")
         if cfg.label_noise and meta.get("regression"):
@@ -177,6 +194,15 @@ class DistillGlueTask(FairseqTask):
         if not 0.0 <= cfg.label_noise <= 1.0:
             raise GlueDataError(f"--label-noise must lie in [0, 1], got {cfg.label_noise}")
         return cls(cfg, dictionary, meta)
+
+    @property
+    def input_format(self) -> str:
+        """``roberta`` (``<s> a </s> </s> b </s>``, no token types) or ``bert``."""
+        return "roberta" if is_roberta_data(self.meta) else "bert"
+
+    @property
+    def pair_dataset_class(self):
+        return RobertaPairDataset if self.input_format == "roberta" else SentencePairDataset
 
     @property
     def regression(self) -> bool:
@@ -220,7 +246,11 @@ class DistillGlueTask(FairseqTask):
         return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".bin"))
 
     def _load_labels(self, split: str) -> Optional[np.ndarray]:
-        labels = load_labels(self.cfg.data, split)
+        if self.input_format == "roberta":
+            labels = load_roberta_labels(self.cfg.data, split, self.regression,
+                                         self.label_names)
+        else:
+            labels = load_labels(self.cfg.data, split)
         if labels is None:
             return None
         return labels.astype(np.float32 if self.regression else np.int64)
@@ -232,7 +262,7 @@ class DistillGlueTask(FairseqTask):
         indices = None
         if split == "train":
             indices, labels = self._harder_setting(len(input0), labels)
-        dataset = SentencePairDataset(
+        dataset = self.pair_dataset_class(
             input0, input1, labels,
             cls=self.dictionary.bos(), sep=self.dictionary.eos(), pad=self.dictionary.pad(),
             max_positions=self.cfg.max_positions, indices=indices,
@@ -246,7 +276,8 @@ class DistillGlueTask(FairseqTask):
     def _with_ild_data(self, task_train: SentencePairDataset):
         """Stage-1 text from another folder (no labels needed), alone or with the task's."""
         meta = read_meta(self.cfg.ild_data)
-        if meta.get("vocab_sha256") != self.meta.get("vocab_sha256"):
+        if (meta.get("vocab_sha256") != self.meta.get("vocab_sha256")
+                or is_roberta_data(meta) != is_roberta_data(self.meta)):
             raise GlueDataError(f"--ild-data {self.cfg.ild_data} was binarised with another "
                                 "vocabulary than --data; use the same dict.txt")
         folder = self.cfg.ild_data
@@ -260,7 +291,7 @@ class DistillGlueTask(FairseqTask):
         input0 = load("input0")
         if input0 is None:
             raise GlueDataError(f"--ild-data {folder}: no input0/train.bin")
-        extra = SentencePairDataset(
+        extra = self.pair_dataset_class(
             input0, load("input1"), None, cls=self.dictionary.bos(), sep=self.dictionary.eos(),
             pad=self.dictionary.pad(), max_positions=self.cfg.max_positions,
             pad_to_length=self.cfg.pad_to_length or None, order_seed=self.cfg.seed)
@@ -291,6 +322,13 @@ class DistillGlueTask(FairseqTask):
 
     def build_model(self, cfg, from_checkpoint: bool = False):
         model = super().build_model(cfg, from_checkpoint)
+        model_format = getattr(model, "input_format", "bert")
+        if model_format != self.input_format:
+            raise GlueDataError(
+                f"--arch {getattr(cfg, '_name', None) or getattr(cfg, 'arch', '?')} takes "
+                f"{model_format} inputs but {self.cfg.data} is in {self.input_format} layout; "
+                + ("prepare it with scripts/prepare_glue_roberta.py" if model_format == "roberta"
+                   else "use a crild_roberta* architecture"))
         if self.cfg.max_positions > model.max_positions():
             raise GlueDataError(
                 f"--max-positions {self.cfg.max_positions} exceeds the model's position table "
@@ -300,7 +338,10 @@ class DistillGlueTask(FairseqTask):
             self.cfg.classification_head_name, num_classes=self.num_classes
         )
         if self.cfg.init_student_from:
-            source = read_checkpoint(self.cfg.init_student_from)["model"]
+            state = read_checkpoint(self.cfg.init_student_from)
+            source = state["model"]
+            if is_fairseq_roberta(state):  # e.g. roberta.base's first layers
+                source = convert_roberta_state_dict(source, None, self.cfg.init_student_from)
             n_source = len({k.split(".")[1] for k in source if k.startswith("layers.")})
             layers = select_source_layers(self.cfg.init_student_layers, model.num_layers,
                                           n_source)
@@ -319,7 +360,8 @@ class DistillGlueTask(FairseqTask):
             raise GlueDataError(f"--ild-teacher-index {self.cfg.ild_teacher_index} is outside "
                                 f"the {len(paths)} teacher(s) of --teacher-path")
         return load_teachers(paths, self.dictionary, self.cfg.classification_head_name,
-                             self.num_classes, self.label_names)
+                             self.num_classes, self.label_names,
+                             os.path.join(self.cfg.data, "input0", "dict.txt"))
 
     @property
     def teachers(self) -> List[FrozenTeacher]:
