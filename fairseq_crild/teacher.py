@@ -27,7 +27,8 @@ class TeacherMismatchError(ValueError):
 
 
 def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
-                     head_name: str, num_classes: int, label_names: List[str]) -> None:
+                     head_name: str, num_classes: int, label_names: List[str],
+                     dict_path: Optional[str] = None) -> None:
     """Refuses a teacher whose vocabulary, head or label set differs from the task's."""
     sd = state["model"]
     if "embeddings.word_embeddings.weight" not in sd:
@@ -38,8 +39,9 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
     want = vocab_fingerprint(dictionary)
     got = task_state.get("vocab_sha256")
     if rows != len(dictionary) or (got is not None and got != want):
+        data_dict = dict_path or "the data's dict.txt"
         raise TeacherMismatchError(
-            f"teacher {path}: vocabulary differs from the data's dict.txt ({rows} embedding "
+            f"teacher {path}: vocabulary differs from {data_dict} ({rows} embedding "
             f"rows vs {len(dictionary)} symbols"
             + ("" if got is None else ", different symbols") + "); binarise the data with the "
             "dict.txt of the teacher's conversion"
@@ -85,7 +87,8 @@ class FrozenTeacher:
         if rc.is_fairseq_roberta(state):
             state = rc.roberta_as_crild_state(state, path, head_name, dictionary.pad())
             rc.check_roberta_training_data(state, path, dictionary, dict_path, label_names)
-        check_compatible(state, path, dictionary, head_name, num_classes, label_names)
+        check_compatible(state, path, dictionary, head_name, num_classes, label_names,
+                         dict_path)
         model = build_from_state(state, path, len(dictionary), dictionary.pad())
         cfg = model.cfg
         logger.info(f"teacher {path}: {cfg.encoder_layers} layers x {cfg.encoder_embed_dim}, "

@@ -6,6 +6,7 @@ RoBERTa built by fairseq's own sentence_prediction task on that folder (so the f
 proven readable by fairseq) and saved as a fairseq checkpoint with a ``glue`` head.
 """
 
+import copy
 import json
 
 import pytest
@@ -160,6 +161,7 @@ def test_teacher_conversion_matches_fairseq_roberta(roberta_env):
 def test_teacher_mismatches_name_the_files(roberta_env, tmp_path):
     """A vocabulary or label order other than the teacher's fine-tuning data is refused with
     both files named; a BERT-layout folder is refused for a RoBERTa student."""
+    from fairseq_crild.tasks.distill_glue import GlueDataError
     from fairseq_crild.teacher import FrozenTeacher, TeacherMismatchError
 
     data = roberta_env["data"]
@@ -184,6 +186,15 @@ def test_teacher_mismatches_name_the_files(roberta_env, tmp_path):
     (other / "label" / "dict.txt").write_text("not_entailment 30\nentailment 18\n")
     with pytest.raises(TeacherMismatchError, match="label/dict.txt"):
         FrozenTeacher.load(str(path), task.dictionary, "glue", 2, LABELS, dict_path)
+    # another vocabulary size (e.g. data binarised with another model's dict.txt)
+    bigger = copy.deepcopy(task.dictionary)
+    bigger.add_symbol("▁extra")
+    with pytest.raises(TeacherMismatchError, match="303 symbols") as err:
+        FrozenTeacher.load(str(roberta_env["teacher"]), bigger, "glue", 2, LABELS, dict_path)
+    assert dict_path in str(err.value)
+    # longer inputs than the teacher's position table
+    with pytest.raises(GlueDataError, match="position table holds 128"):
+        distill_task(data, max_positions=256, teacher_path=str(roberta_env["teacher"])).teachers
     # no such head
     with pytest.raises(TeacherMismatchError, match="--classification-head-name"):
         FrozenTeacher.load(str(roberta_env["teacher"]), task.dictionary, "sst", 2, LABELS,

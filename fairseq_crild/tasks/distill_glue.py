@@ -359,9 +359,16 @@ class DistillGlueTask(FairseqTask):
         if not 0 <= self.cfg.ild_teacher_index < len(paths):
             raise GlueDataError(f"--ild-teacher-index {self.cfg.ild_teacher_index} is outside "
                                 f"the {len(paths)} teacher(s) of --teacher-path")
-        return load_teachers(paths, self.dictionary, self.cfg.classification_head_name,
-                             self.num_classes, self.label_names,
-                             os.path.join(self.cfg.data, "input0", "dict.txt"))
+        teachers = load_teachers(paths, self.dictionary, self.cfg.classification_head_name,
+                                 self.num_classes, self.label_names,
+                                 os.path.join(self.cfg.data, "input0", "dict.txt"))
+        for path, teacher in zip(paths, teachers):
+            if teacher.model.max_positions() < self.cfg.max_positions:
+                raise GlueDataError(
+                    f"teacher {path}: its position table holds {teacher.model.max_positions()} "
+                    f"tokens, fewer than --max-positions {self.cfg.max_positions}; lower "
+                    "--max-positions")
+        return teachers
 
     @property
     def teachers(self) -> List[FrozenTeacher]:
