@@ -31,3 +31,22 @@ def test_inference_speed_teacher_vs_student(tiny_env, tmp_path):
     assert "| latency, batch 1 (median ms, CPU, 1 threads) |" in md
     assert "| throughput, batch 4 (examples/s, CPU, 1 threads) |" in md
     assert f"{inf['latency_speedup']:.2f}x latency (batch 1)" in md
+
+
+def test_benchmark_script_prints_the_report_fields(tiny_env, tmp_path, capsys):
+    import json
+
+    import scripts.benchmark_inference as bench
+
+    d = data_dictionary(str(tiny_env["data"]))
+    teacher = save_student(str(tmp_path / "t.pt"), d, 2, layers=2)
+    student = save_student(str(tmp_path / "s.pt"), d, 2, layers=1)
+    threads = torch.get_num_threads()
+    try:
+        assert bench.main([str(tiny_env["data"]), "--teacher", teacher, "--student", student,
+                           "--threads", "1", "--examples", "4", "--latency-examples", "2",
+                           "--batch-size", "2", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    inf = json.loads(capsys.readouterr().out)
+    assert inf["threads"] == 1 and inf["batch_size"] == 2 and inf["latency_speedup"] > 0

@@ -89,6 +89,7 @@ def hf_logits(folder: str, batches: List[Batch]) -> List[Tensor]:
     except ImportError:
         raise ExportError("the parity check needs transformers: pip install -e '.[export]'"
                           ) from None
+    transformers.utils.logging.disable_progress_bar()
     model, info = transformers.BertForSequenceClassification.from_pretrained(
         folder, output_loading_info=True)
     problems = {k: v for k, v in info.items() if v}

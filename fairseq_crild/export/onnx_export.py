@@ -80,6 +80,8 @@ _BENIGN_WARNINGS = (r"# The axis name: .* will not be used", r"Converting a tens
 def _quiet_exporter_logs() -> None:
     for name in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "torch._dynamo"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "torchvision is not installed. Skipping torchvision::nms" and the like
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 def export_graph(clf: Classifier, path: str, exporter: str = "dynamo",

@@ -227,11 +227,13 @@ class Parity:
     examples: int
     batches: int
     agree: Optional[int]  # examples with the same predicted class (None for regression)
+    max_abs_logit: float = 0.0  # scale of our logits, to read the difference against
 
     def describe(self, what: str, inputs: str) -> str:
         agree = "" if self.agree is None else f", same predicted class {self.agree}/{self.examples}"
         return (f"parity ({what} vs ours): max |diff| of logits {self.max_abs_diff:.3e} over "
-                f"{self.examples} examples in {self.batches} batches ({inputs}){agree}")
+                f"{self.examples} examples in {self.batches} batches ({inputs}; our logits up "
+                f"to |{self.max_abs_logit:.3g}|){agree}")
 
 
 def parity(clf: Classifier, batches: List[Batch], theirs: List[Tensor]) -> Parity:
@@ -240,7 +242,7 @@ def parity(clf: Classifier, batches: List[Batch], theirs: List[Tensor]) -> Parit
     if not clf.regression:
         agree = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(ours, theirs))
     return Parity(max_abs_diff(ours, theirs), sum(len(b["input_ids"]) for b in batches),
-                  len(batches), agree)
+                  len(batches), agree, max(float(o.abs().max()) for o in ours))
 
 
 def require_parity(diff: float, what: str, tolerance: float = TOLERANCE) -> None:
