@@ -126,6 +126,7 @@ def test_teacher_conversion_matches_fairseq_roberta(roberta_env):
     outputs: every layer's hidden states, the last features and the head's logits."""
     from fairseq import checkpoint_utils
 
+    from fairseq_crild.models.loading import load_bert
     from fairseq_crild.models.requests import FeatureRequest
     from fairseq_crild.models.roberta import RobertaStyleModel
     from fairseq_crild.teacher import FrozenTeacher
@@ -155,6 +156,11 @@ def test_teacher_conversion_matches_fairseq_roberta(roberta_env):
     for ours, theirs in zip(extra["hidden_states"], extra_ref["inner_states"]):
         assert (ours - theirs.transpose(0, 1)).abs().max() <= 1e-5
     assert extra["attention_scores"][2].shape == (12, 4, src.size(1), src.size(1))
+    # the same conversion serves prediction/export code (load_bert)
+    model, _ = load_bert(str(roberta_env["teacher"]), task.dictionary)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**batch["net_input"], classification_head_name="glue")[0],
+                           logits)
     assert extra["qkv"][2]["q"].shape == (12, src.size(1), 32)
 
 

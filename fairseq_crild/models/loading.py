@@ -7,7 +7,7 @@ Used by the export script, the teacher loader and tests. Loading goes through fa
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, Optional, Tuple, Type
 
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
@@ -79,9 +79,19 @@ def head_sizes(state_dict: Dict[str, Any]) -> Dict[str, int]:
     return sizes
 
 
-def load_bert(path: str, dictionary: Dictionary) -> Tuple[BertModel, Dict[str, Any]]:
-    """Builds the model a checkpoint describes, with its heads, and loads its weights."""
+def load_bert(path: str, dictionary: Dictionary,
+              head_name: Optional[str] = None) -> Tuple[BertModel, Dict[str, Any]]:
+    """Builds the model a checkpoint describes, with its heads, and loads its weights.
+
+    A fairseq ``roberta`` checkpoint is converted into ``crild_roberta`` first, keeping the
+    head ``head_name`` (default: its only head; the returned state is the converted one).
+    """
+    from fairseq_crild.models import roberta_conversion as rc
+
     state = read_checkpoint(path)
+    if rc.is_fairseq_roberta(state):
+        head = head_name if head_name is not None else rc.single_head(state["model"], path)
+        state = rc.roberta_as_crild_state(state, path, head, dictionary.pad())
     bert_config_from_checkpoint(state, path)  # refuses a foreign model before any shape check
     sd = state["model"]
     rows = sd["embeddings.word_embeddings.weight"].shape[0]

@@ -148,6 +148,15 @@ def convert_roberta_state_dict(sd: Dict[str, Tensor], head_name: Optional[str],
     return out
 
 
+def single_head(sd: Dict[str, Tensor], path: str = "checkpoint") -> Optional[str]:
+    """The name of a RoBERTa checkpoint's only classification head (None: it has none)."""
+    heads = sorted({k.split(".")[1] for k in sd if k.startswith("classification_heads.")})
+    if len(heads) > 1:
+        raise RobertaConversionError(f"{path}: several classification heads {heads}; name "
+                                     "the one to keep")
+    return heads[0] if heads else None
+
+
 def roberta_config(sd: Dict[str, Tensor], model_cfg: Dict[str, Any], padding_idx: int,
                    path: str = "checkpoint") -> RobertaStyleConfig:
     """Our config for a converted state dict: sizes read from the tensors themselves."""
