@@ -118,3 +118,12 @@ def test_existing_file_and_failed_check(tiny_env, tmp_path, capsys, monkeypatch)
     rc, stdout, err = _export(capsys, *args, "--overwrite")
     assert rc == 0, err
     assert _session(out).get_outputs()[0].name == "logits"
+
+
+def test_the_plugin_does_not_import_export_dependencies():
+    """fairseq-train loads the plugin; it must run without transformers, onnx, onnxruntime."""
+    from tests.conftest import run_script
+
+    code = ("import sys, fairseq_crild; print(sorted(m for m in ('onnx', 'onnxruntime', "
+            "'onnxscript', 'transformers', 'fairseq_crild.export') if m in sys.modules))")
+    assert run_script("-c", code).stdout.strip().splitlines()[-1] == "[]"
