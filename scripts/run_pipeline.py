@@ -24,6 +24,7 @@ from fairseq_crild.pipeline.report import (  # noqa: E402
     count_parameters,
     inference_speed,
     stage_metrics,
+    train_loss_curve,
     write_report,
 )
 from fairseq_crild.pipeline.runner import ROOT, StageFailed, run_stage  # noqa: E402
@@ -138,7 +139,9 @@ def run(args) -> str:
                                      budget.max_len),
     }
     curves = {"teacher": teacher_m["curve"], f"student ({args.method})": student["curve"]}
-    return write_report(run_dir, report, curves)
+    losses = {f"stage 1 ({preset})": train_loss_curve(os.path.join(run_dir, "stage1",
+                                                                   "train.log"))} if preset else {}
+    return write_report(run_dir, report, curves, losses)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 import json
 import os
 
+from fairseq_crild.pipeline.report import train_loss_curve
 from tests.conftest import run_script
 
 
@@ -23,6 +24,9 @@ def test_pipeline_cr_ild_smoke(tiny_env, tmp_path):
     assert report["params"]["student"] < report["params"]["teacher"]
     assert report["inference"]["speedup"] > 0
     assert (run_dir / "dev_curve.png").stat().st_size > 1000
+    # stage 1 has no head to evaluate: its panel is the ILD training loss (logged every 2)
+    stage1_loss = train_loss_curve(str(run_dir / "stage1" / "train.log"))
+    assert stage1_loss and stage1_loss[0][0] == 2.0 and all(v >= 0 for _, v in stage1_loss)
     assert "| teacher | student |" in (run_dir / "report.md").read_text()
     assert "| teacher | student |" in first.stdout
     # a rerun reuses every finished stage

@@ -78,7 +78,7 @@ def common_args(data: str, save_dir: str, seed: int, budget: Budget) -> List[str
     return [data, "--user-dir", "fairseq_crild", "--task", "distill_glue", "--cpu",
             "--num-workers", "0", "--seed", str(seed), "--save-dir", save_dir,
             "--max-positions", str(budget.max_len), "--log-format", "json",
-            "--log-interval", "10", "--no-epoch-checkpoints"]
+            "--log-interval", str(min(10, budget.eval_every)), "--no-epoch-checkpoints"]
 
 
 def selection_args(metric: str, budget: Budget) -> List[str]:

@@ -4,7 +4,7 @@ import json
 import os
 import statistics
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 
@@ -87,7 +87,33 @@ def inference_speed(data: str, checkpoints: Dict[str, str], max_len: int, n: int
     return out
 
 
-def plot_curves(curves: Dict[str, list], metric: str, path: str) -> None:
+def train_loss_curve(log_path: str) -> List[tuple]:
+    """(update, training loss) of a stage's fairseq log: the only curve of an ILD stage, which
+    has no head to evaluate on dev."""
+    curve = []
+    for r in parse_log(log_path, "train_inner"):
+        update = r.get("train_inner_num_updates", r.get("num_updates"))
+        loss = r.get("train_inner_loss", r.get("loss"))
+        if isinstance(update, float) and isinstance(loss, float):
+            curve.append((update, loss))
+    return curve
+
+
+def _draw(ax, curves: Dict[str, list], ylabel: str) -> None:
+    for name, curve in curves.items():
+        pts = [(u, v) for u, v in curve if u is not None and v is not None]
+        if pts:
+            ax.plot([u for u, _ in pts], [v for _, v in pts], marker="o", ms=3, label=name)
+    ax.set_xlabel("updates")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+
+
+def plot_curves(curves: Dict[str, list], metric: str, path: str,
+                loss_curves: Optional[Dict[str, list]] = None) -> None:
+    """Dev ``metric`` over updates of every evaluated stage (teacher, stage 2), and beside it
+    the training loss of stages without dev evaluation (stage 1), if any."""
     import logging
 
     import matplotlib
@@ -96,24 +122,22 @@ def plot_curves(curves: Dict[str, list], metric: str, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, curve in curves.items():
-        pts = [(u, v) for u, v in curve if u is not None and v is not None]
-        if pts:
-            ax.plot([u for u, _ in pts], [v for _, v in pts], marker="o", ms=3, label=name)
-    ax.set_xlabel("updates")
-    ax.set_ylabel(f"dev {metric}")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    losses = {k: v for k, v in (loss_curves or {}).items() if v}
+    fig, axes = plt.subplots(1, 2 if losses else 1, figsize=(11 if losses else 6, 3.5),
+                             squeeze=False)
+    _draw(axes[0][0], curves, f"dev {metric}")
+    if losses:
+        _draw(axes[0][1], losses, "training loss")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def write_report(out_dir: str, report: Dict[str, Any], curves: Dict[str, list]) -> str:
+def write_report(out_dir: str, report: Dict[str, Any], curves: Dict[str, list],
+                 loss_curves: Optional[Dict[str, list]] = None) -> str:
     with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
-    plot_curves(curves, report["metric"], os.path.join(out_dir, "dev_curve.png"))
+    plot_curves(curves, report["metric"], os.path.join(out_dir, "dev_curve.png"), loss_curves)
     md = render_markdown(report)
     with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
         f.write(md)
