@@ -454,15 +454,16 @@ def run_epochs(args, base: str, work: str, main: Optional[Bench]) -> Dict[str, A
         step = bench.train_step(trainee)
         row: Dict[str, Any] = {"epoch_batches": len(all_batches), "sampled_batches": len(picked),
                                "examples": int(sum(len(b) for b in all_batches))}
+        epoch_s = {}
         for kind, padded in (("dynamic", False), ("pad128", True)):
             logger.info(f"epoch estimate {task} {kind} ...")
             m = measure(step, bench.collate(picked, padded), bench.device, args.warmup,
                         args.epoch_repeats, memory=False)
-            row[f"{kind}_epoch_s_est"] = round(m["median_pass_s"] * len(all_batches)
-                                               / len(picked), 1)
+            epoch_s[kind] = m["median_pass_s"] * len(all_batches) / len(picked)
+            row[f"{kind}_epoch_s_est"] = round(epoch_s[kind], 1)
             row[f"{kind}_ms_per_step"] = round(m["ms_per_step"], 1)
-        row["speedup_dynamic_over_pad128"] = round(row["pad128_epoch_s_est"]
-                                                   / row["dynamic_epoch_s_est"], 2)
+        # from the unrounded estimates: a tiny model's epoch can round to 0.0 s
+        row["speedup_dynamic_over_pad128"] = round(epoch_s["pad128"] / epoch_s["dynamic"], 2)
         sizes = bench.task.dataset("train").sizes
         row["mean_tokens_per_example"] = round(float(np.mean(sizes)), 1)
         out[task] = row
