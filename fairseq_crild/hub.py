@@ -64,6 +64,10 @@ class GlueClassifier(torch.nn.Module):
         path = _checkpoint_path(model_name_or_path, checkpoint_file)
         data = data_name_or_path or _trained_data_folder(path)
         task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=max_positions))
+        if task.input_format != "bert":
+            raise ValueError(f"{data} is a {task.input_format} folder: GlueClassifier tokenises "
+                             "with BERT's WordPiece; use scripts/predict_glue.py on data "
+                             "prepared by prepare_glue_roberta.py")
         model, _ = load_bert(path, task.dictionary)
         head = task.cfg.classification_head_name
         if head not in model.classification_heads:
