@@ -9,18 +9,12 @@ from fairseq_crild.hub import GlueClassifier
 from fairseq_crild.models.loading import load_bert
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
 from tests.conftest import run_script
-from tests.test_fairseq_train import train
+from tests.test_fairseq_train import teacher  # noqa: F401  (fixture: a fine-tuned tiny BERT)
 
 
 @pytest.fixture(scope="module")
-def classifier_ckpt(tiny_env):
-    save = tiny_env["base"] / "hub-clf"
-    train(tiny_env["data"], save, "--arch", "bert", "--encoder-layers", "4",
-          "--encoder-embed-dim", "32", "--encoder-attention-heads", "4",
-          "--encoder-ffn-embed-dim", "64", "--max-position-embeddings", "128",
-          "--criterion", "glue_ce", "--finetune-from-model", str(tiny_env["ckpt"] / "model.pt"),
-          "--max-update", "3", "--disable-validation")
-    return save / "checkpoint_last.pt"
+def classifier_ckpt(teacher):  # noqa: F811
+    return teacher
 
 
 def _dev_rows(tiny_env):
