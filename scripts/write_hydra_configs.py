@@ -23,6 +23,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", nargs="+", default=[""],
                    help="only configs whose path starts with one of these")
     args = p.parse_args(argv)
+    args.out = os.path.abspath(args.out)  # before the chdir below
     warnings.filterwarnings("ignore")
     logging.disable(logging.ERROR)  # hydra's compose API is chatty
     os.chdir(ROOT)  # --user-dir fairseq_crild is relative to the repository
