@@ -1,4 +1,5 @@
-"""Hugging Face BERT folders <-> fairseq checkpoints of the ``bert`` model.
+"""Hugging Face BERT folders <-> fairseq checkpoints of the ``bert`` model (and our
+``crild_roberta`` -> Hugging Face RoBERTa, for export).
 
 Pure functions over config dicts and state dicts (transformers is not needed): the scripts in
 ``scripts/`` add file handling. WordPiece ids are permuted into fairseq dictionary order (see
@@ -183,6 +184,47 @@ def state_dict_to_hf(
         out["classifier.weight"] = sd[prefix + "weight"]
         out["classifier.bias"] = sd[prefix + "bias"]
     return {k: v.detach().clone().contiguous() for k, v in out.items()}
+
+
+def hf_config_from_roberta(cfg: Dict[str, Any], vocab_size: int, pad_id: int, bos_id: int,
+                           eos_id: int, position_rows: int) -> Dict[str, Any]:
+    """A config transformers' RobertaModel reads for a ``crild_roberta`` model: BERT's fields
+    with RoBERTa's position table (``position_rows`` rows, numbered from ``pad_id + 1`` as
+    ours) and one token type (written as a zero row, since transformers always adds it)."""
+    hf = hf_config_from_bert(cfg, vocab_size, pad_id)
+    hf.update({
+        "architectures": ["RobertaForSequenceClassification"],
+        "model_type": "roberta",
+        "max_position_embeddings": position_rows,
+        "type_vocab_size": 1,
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+    })
+    return hf
+
+
+def state_dict_to_hf_roberta(
+    sd: Dict[str, Tensor], num_layers: int, head_name: str
+) -> Dict[str, Tensor]:
+    """Our ``crild_roberta`` weights -> ``RobertaForSequenceClassification`` names.
+
+    The encoder maps as BERT's, under ``roberta.``; token-type row 0 is zeros (RoBERTa has no
+    token types, transformers adds that row to every token); our pooler (dense + tanh on
+    ``<s>``) and head (out_proj) become its ``classifier.dense`` / ``classifier.out_proj``,
+    the fairseq RoBERTa head they were converted from.
+    """
+    out: Dict[str, Tensor] = {}
+    for key, value in state_dict_to_hf(sd, num_layers).items():
+        if key.startswith("bert.pooler.dense."):
+            out["classifier.dense." + key[len("bert.pooler.dense."):]] = value
+        else:
+            out["roberta." + key[len("bert."):]] = value
+    word = sd["embeddings.word_embeddings.weight"]
+    out["roberta.embeddings.token_type_embeddings.weight"] = word.new_zeros(1, word.size(1))
+    prefix = f"classification_heads.{head_name}.out_proj."
+    for suffix in ("weight", "bias"):
+        out[f"classifier.out_proj.{suffix}"] = sd[prefix + suffix].detach().clone().contiguous()
+    return out
 
 
 def read_hf_folder(hf_dir: str) -> Tuple[Dict[str, Any], Dict[str, Tensor], List[str], bool]:

@@ -79,16 +79,30 @@ def head_sizes(state_dict: Dict[str, Any]) -> Dict[str, int]:
     return sizes
 
 
-def load_bert(path: str, dictionary: Dictionary,
-              head_name: Optional[str] = None) -> Tuple[BertModel, Dict[str, Any]]:
+def checkpoint_input_format(state: Dict[str, Any], path: str = "checkpoint") -> str:
+    """The input layout (``bert`` or ``roberta``) of a checkpoint's model, read from its config
+    before the model is built: the layout decides how its dict.txt must be loaded."""
+    from fairseq_crild.models import roberta_conversion as rc
+
+    if rc.is_fairseq_roberta(state):
+        return "roberta"
+    model_cfg = rc.model_config_dict(state)
+    name = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
+    return model_class_for(name, path).input_format
+
+
+def load_bert(path: str, dictionary: Dictionary, head_name: Optional[str] = None,
+              state: Optional[Dict[str, Any]] = None) -> Tuple[BertModel, Dict[str, Any]]:
     """Builds the model a checkpoint describes, with its heads, and loads its weights.
 
     A fairseq ``roberta`` checkpoint is converted into ``crild_roberta`` first, keeping the
     head ``head_name`` (default: its only head; the returned state is the converted one).
+    ``state``: the checkpoint already read by :func:`read_checkpoint` (not read twice).
     """
     from fairseq_crild.models import roberta_conversion as rc
 
-    state = read_checkpoint(path)
+    if state is None:
+        state = read_checkpoint(path)
     if rc.is_fairseq_roberta(state):
         head = head_name if head_name is not None else rc.single_head(state["model"], path)
         state = rc.roberta_as_crild_state(state, path, head, dictionary.pad())

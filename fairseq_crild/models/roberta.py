@@ -57,13 +57,18 @@ class RobertaEmbeddings(nn.Module):
 
     def forward(self, tokens: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
         """``token_type_ids`` is ignored: RoBERTa has none (the data never sends them)."""
-        x = self.word_embeddings(tokens) + self.position_embeddings(
-            roberta_positions(tokens, self.padding_idx))
-        x = self.dropout(self.layer_norm(x))
+        x = self.embed(tokens)
         pad = tokens.eq(self.padding_idx)
         if pad.any():
             x = x * (~pad).unsqueeze(-1).type_as(x)
         return x
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """All but the zeroing of padded rows, whose ``if`` depends on the data: graph
+        exports (ONNX) call this and zero the rows unconditionally."""
+        x = self.word_embeddings(tokens) + self.position_embeddings(
+            roberta_positions(tokens, self.padding_idx))
+        return self.dropout(self.layer_norm(x))
 
 
 @register_model("crild_roberta", dataclass=RobertaStyleConfig)
