@@ -5,7 +5,8 @@
 
 Inputs ``input_ids``, ``token_type_ids``, ``attention_mask`` (int64, batch x sequence, both
 dynamic; ids in fairseq dictionary order, as the vocab.txt written by
-scripts/export_hf_classifier.py), output ``logits`` (batch x labels); label names, the loss and
+scripts/export_hf_classifier.py; crild_roberta students: ``input_ids`` and ``attention_mask``,
+ids of the data's dict.txt), output ``logits`` (batch x labels); label names, the loss and
 the padding id are in the file's metadata. Every head exports (the relu head too). Before
 OUT.onnx is written, onnxruntime runs it on the dev examples of DATA_BIN in batches of
 varying size and length: the largest |difference| from our logits is printed, and above

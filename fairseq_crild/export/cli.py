@@ -16,9 +16,11 @@ from fairseq_crild.export.student import (
 
 
 def add_source_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="fairseq checkpoint of a bert student with a head")
+    parser.add_argument("checkpoint", help="fairseq checkpoint of a student (bert or "
+                        "crild_roberta) with a head")
     parser.add_argument("--data", default=None,
-                        help="the prepare_glue.py folder the student was trained on: its dev "
+                        help="the prepare_glue.py (RoBERTa: prepare_glue_roberta.py) folder "
+                             "the student was trained on: its dev "
                              "examples check the export, its meta.json names the labels and "
                              "its dict.txt is the default --dict (without it: random pairs)")
     parser.add_argument("--split", default="valid", help="split of --data to check on")
@@ -37,8 +39,9 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
 def load_source(args: argparse.Namespace) -> Tuple[Classifier, List[Batch], str]:
     clf = load_classifier(args.checkpoint, args.dict, args.head_name, args.data)
     batches = check_batches(clf, args.data, args.split, args.examples)
+    pieces = "BPE-token" if clf.input_format == "roberta" else "word-piece"
     inputs = (f"{args.split} split of {args.data}" if args.data
-              else "random word-piece pairs; pass --data for real examples")
+              else f"random {pieces} pairs; pass --data for real examples")
     return clf, batches, inputs
 
 

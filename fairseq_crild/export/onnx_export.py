@@ -1,11 +1,12 @@
 """A student's classification head as one ONNX file, parity-checked with onnxruntime.
 
 The graph takes what a Hugging Face BERT tokenizer returns (``input_ids``, ``token_type_ids``,
-``attention_mask``; int64, batch x sequence, both axes dynamic) and returns ``logits``
-(batch x labels). Unlike Hugging Face's classifier, it reproduces any head of ours (the
-``relu`` head of the CR-ILD authors too). Label names, the loss and the padding id are stored
-in the file's metadata. The file is written next to its destination, checked on real inputs
-with onnxruntime, and only then moved into place.
+``attention_mask``; int64, batch x sequence, both axes dynamic; ``crild_roberta`` students:
+``input_ids`` and ``attention_mask`` only, as RoBERTa has no token types) and returns
+``logits`` (batch x labels). Unlike Hugging Face's classifiers, it reproduces any head of ours
+(the ``relu`` head of the CR-ILD authors too). Label names, the loss and the padding id are
+stored in the file's metadata. The file is written next to its destination, checked on real
+inputs with onnxruntime, and only then moved into place.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from fairseq_crild.models.bert import BertModel
 from fairseq_crild.outputs import atomic_output_file
 
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
+ROBERTA_INPUT_NAMES = ("input_ids", "attention_mask")
 EXPORTERS = ("dynamo", "torchscript")
 
 
@@ -52,11 +54,37 @@ class OnnxClassifier(nn.Module):
     def forward(self, input_ids: Tensor, token_type_ids: Tensor, attention_mask: Tensor
                 ) -> Tensor:
         keep = attention_mask.bool() & input_ids.ne(self.pad)
+        return self.classify(self.model.embeddings(input_ids, token_type_ids), keep)
+
+    def classify(self, x: Tensor, keep: Tensor) -> Tensor:
+        """The layers and the head on embedded inputs (``keep``: tokens attended to)."""
         key_keep = keep[:, None, None, :]
-        x = self.model.embeddings(input_ids, token_type_ids)
         for layer in self.model.layers:
             x, _ = layer(x, key_keep, False, False)
         return self.model.classification_heads[self.head](self.model.pool(x))
+
+
+class OnnxRobertaClassifier(OnnxClassifier):
+    """The same for ``crild_roberta``: no token types (positions come from the ids), and the
+    embeddings' padded rows zeroed without ``RobertaEmbeddings.forward``'s data-dependent
+    ``if`` (where there is no padding, multiplying by ones changes nothing)."""
+
+    def forward(self, input_ids: Tensor,  # type: ignore[override]
+                attention_mask: Tensor) -> Tensor:
+        real = input_ids.ne(self.pad)
+        x = self.model.embeddings.embed(input_ids)
+        x = x * real.unsqueeze(-1).to(x.dtype)
+        return self.classify(x, attention_mask.bool() & real)
+
+
+def input_names(clf: Classifier) -> tuple:
+    """The graph's inputs: what a tokenizer for the student's layout returns."""
+    return ROBERTA_INPUT_NAMES if clf.input_format == "roberta" else INPUT_NAMES
+
+
+def _wrapper(clf: Classifier) -> OnnxClassifier:
+    cls = OnnxRobertaClassifier if clf.input_format == "roberta" else OnnxClassifier
+    return cls(clf.model, clf.head).eval()  # export does not switch modes
 
 
 def _example_inputs(clf: Classifier) -> tuple:
@@ -64,6 +92,9 @@ def _example_inputs(clf: Classifier) -> tuple:
     d = clf.dictionary
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(d.nspecial, len(d), (2, 8), generator=g)
+    if clf.input_format == "roberta":  # <s> a a a </s> </s> b </s>
+        ids[:, 0], ids[:, 4], ids[:, 5], ids[:, 7] = d.bos(), d.eos(), d.eos(), d.eos()
+        return ids, torch.ones_like(ids)
     ids[:, 0], ids[:, 4], ids[:, 7] = d.bos(), d.eos(), d.eos()
     types = torch.zeros_like(ids)
     types[:, 5:] = 1
@@ -90,8 +121,9 @@ def export_graph(clf: Classifier, path: str, exporter: str = "dynamo",
     onnxscript; ``torchscript`` is torch's older tracer) into ``path``."""
     if exporter not in EXPORTERS:
         raise ExportError(f"unknown exporter {exporter!r} (choose from {', '.join(EXPORTERS)})")
-    wrapper = OnnxClassifier(clf.model, clf.head).eval()  # export does not switch modes
+    wrapper = _wrapper(clf)
     args = _example_inputs(clf)
+    names = input_names(clf)
     _quiet_exporter_logs()
     with torch.no_grad(), warnings.catch_warnings():
         for message in _BENIGN_WARNINGS:
@@ -105,21 +137,22 @@ def export_graph(clf: Classifier, path: str, exporter: str = "dynamo",
             batch = torch.export.Dim("batch")
             seq = torch.export.Dim("sequence", max=clf.model.max_positions())
             program = torch.onnx.export(
-                wrapper, args, dynamo=True, input_names=list(INPUT_NAMES),
+                wrapper, args, dynamo=True, input_names=list(names),
                 output_names=["logits"], opset_version=opset, verbose=False,
-                dynamic_shapes={name: {0: batch, 1: seq} for name in INPUT_NAMES})
+                dynamic_shapes={name: {0: batch, 1: seq} for name in names})
             program.save(path)
         else:
-            axes = {name: {0: "batch", 1: "sequence"} for name in INPUT_NAMES}
+            axes = {name: {0: "batch", 1: "sequence"} for name in names}
             axes["logits"] = {0: "batch"}
-            torch.onnx.export(wrapper, args, path, dynamo=False, input_names=list(INPUT_NAMES),
+            torch.onnx.export(wrapper, args, path, dynamo=False, input_names=list(names),
                               output_names=["logits"], dynamic_axes=axes,
                               opset_version=opset or 17)
 
 
 def metadata(clf: Classifier) -> Dict[str, str]:
-    """What a deployment needs besides the graph (ONNX metadata_props are strings)."""
-    return {
+    """What a deployment needs besides the graph (ONNX metadata_props are strings): RoBERTa
+    layouts name their BPE and frame tokens instead of lower-casing."""
+    props = {
         "fairseq_crild.head": clf.head,
         "fairseq_crild.glue_task": clf.glue_task or "",
         "problem_type": clf.problem_type,
@@ -127,7 +160,14 @@ def metadata(clf: Classifier) -> Dict[str, str]:
         "pad_token_id": str(clf.dictionary.pad()),
         "do_lower_case": json.dumps(clf.lowercase),
         "max_position_embeddings": str(clf.model.max_positions()),
+        "input_format": clf.input_format,
     }
+    if clf.input_format == "roberta":
+        d = clf.dictionary
+        del props["do_lower_case"]
+        props.update({"bpe": clf.bpe or "", "bos_token_id": str(d.bos()),
+                      "eos_token_id": str(d.eos())})
+    return props
 
 
 def add_metadata(path: str, props: Dict[str, str]) -> None:

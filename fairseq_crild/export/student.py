@@ -3,8 +3,11 @@
 Exports must say what their outputs mean (label names, regression or not) and must be
 checked on the inputs the model will see. Both come from the training run itself: fairseq
 saves the task's ``task_state`` (label names, GLUE task, vocabulary fingerprint) in every
-checkpoint, and the binarised data folder (``prepare_glue.py``) holds the real dev examples
-and its ``meta.json``. Checkpoints are read through the plugin's safe loader.
+checkpoint, and the binarised data folder (``prepare_glue.py``, or ``prepare_glue_roberta.py``
+for ``crild_roberta`` students) holds the real dev examples and its ``meta.json``. The
+model's input layout (BERT's ``[CLS] a [SEP] b [SEP]`` + token types, or RoBERTa's
+``<s> a </s> </s> b </s>`` without) decides how dict.txt is read and what the inputs are.
+Checkpoints are read through the plugin's safe loader.
 """
 
 from __future__ import annotations
@@ -17,14 +20,16 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
+from fairseq_crild.data.roberta_data import is_roberta_data, load_roberta_dictionary
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import load_bert
+from fairseq_crild.models.loading import checkpoint_input_format, load_bert, read_checkpoint
 
 #: parity tolerance on logits (issue 8: "exported student predictions equal ours within 1e-4")
 TOLERANCE = 1e-4
 
-Batch = Dict[str, Tensor]  # input_ids, token_type_ids, attention_mask (int64, B x T)
+# input_ids, token_type_ids (BERT layout only), attention_mask (int64, B x T)
+Batch = Dict[str, Tensor]
 
 
 class ExportError(ValueError):
@@ -33,7 +38,7 @@ class ExportError(ValueError):
 
 @dataclass
 class Classifier:
-    """One head of a ``bert`` checkpoint, with what its outputs mean."""
+    """One head of a ``bert`` or ``crild_roberta`` checkpoint, with what its outputs mean."""
 
     model: BertModel
     dictionary: Dictionary
@@ -44,6 +49,12 @@ class Classifier:
     glue_task: Optional[str]
     lowercase: bool
     checkpoint: str
+    bpe: Optional[str] = None  # RoBERTa data: the BPE its text was encoded with (meta.json)
+
+    @property
+    def input_format(self) -> str:
+        """``bert`` or ``roberta``: the layout of the ids the model expects."""
+        return getattr(self.model, "input_format", "bert")
 
     @property
     def problem_type(self) -> str:
@@ -62,7 +73,7 @@ class Classifier:
     def logits(self, batch: Batch) -> Tensor:
         """Our own predictions (eval mode), the reference every export is checked against."""
         self.model.eval()
-        out, _ = self.model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
+        out, _ = self.model(batch["input_ids"], token_type_ids=batch.get("token_type_ids"),
                             classification_head_name=self.head)
         return out.float()
 
@@ -108,20 +119,28 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     dict_path = dict_path or default_dict_path(checkpoint, data)
     if not os.path.isfile(dict_path):
         raise ExportError(f"dictionary not found: {dict_path} (pass --dict or --data)")
-    dictionary = load_bert_dictionary(dict_path)
-    model, state = load_bert(checkpoint, dictionary)
-    if getattr(model, "input_format", "bert") != "bert":
-        raise ExportError(f"{checkpoint}: a {model.input_format!r}-format student; only BERT "
-                          "inputs ([CLS] a [SEP] b [SEP] + token types) export here")
-    model.eval()
-    head = _choose_head(model, head, checkpoint)
-    num_labels = model.classification_heads[head].out_proj.out_features
-    task_state: Dict[str, Any] = dict(state.get("task_state") or {})
+    state = read_checkpoint(checkpoint)
+    input_format = checkpoint_input_format(state, checkpoint)
     meta: Dict[str, Any] = {}
     if data:
         from fairseq_crild.tasks.distill_glue import read_meta
 
         meta = read_meta(data)
+        data_format = "roberta" if is_roberta_data(meta) else "bert"
+        if data_format != input_format:
+            raise ExportError(
+                f"{checkpoint}: a {input_format}-layout student but {data} is in "
+                f"{data_format} layout; pass the folder it was trained on (prepare_glue"
+                f"{'_roberta' if input_format == 'roberta' else ''}.py)")
+    # fairseq's RoBERTa dict.txt gains <mask>, as its tasks (and distill_glue) load it
+    dictionary = (load_roberta_dictionary(dict_path) if input_format == "roberta"
+                  else load_bert_dictionary(dict_path))
+    model, state = load_bert(checkpoint, dictionary, state=state)
+    model.eval()
+    head = _choose_head(model, head, checkpoint)
+    num_labels = model.classification_heads[head].out_proj.out_features
+    task_state: Dict[str, Any] = dict(state.get("task_state") or {})
+    if data:
         ours = vocab_fingerprint(dictionary)
         for where, sha in (("the data", meta.get("vocab_sha256")),
                            ("the checkpoint", task_state.get("vocab_sha256"))):
@@ -153,14 +172,18 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     return Classifier(model=model, dictionary=dictionary, head=head, num_labels=num_labels,
                       label_names=[] if regression else label_names, regression=regression,
                       glue_task=glue_task, lowercase=bool(meta.get("lowercase", True)),
-                      checkpoint=checkpoint)
+                      checkpoint=checkpoint, bpe=meta.get("bpe"))
 
 
-def _batch(src_tokens: Tensor, token_types: Optional[Tensor], pad: int) -> Batch:
-    if token_types is None:
-        token_types = torch.zeros_like(src_tokens)
-    return {"input_ids": src_tokens.long(), "token_type_ids": token_types.long(),
-            "attention_mask": src_tokens.ne(pad).long()}
+def _batch(src_tokens: Tensor, token_types: Optional[Tensor], pad: int,
+           input_format: str = "bert") -> Batch:
+    """What a tokenizer returns for the layout: RoBERTa inputs carry no token types."""
+    batch = {"input_ids": src_tokens.long()}
+    if input_format == "bert":
+        batch["token_type_ids"] = (torch.zeros_like(src_tokens) if token_types is None
+                                   else token_types).long()
+    batch["attention_mask"] = src_tokens.ne(pad).long()
+    return batch
 
 
 def real_batches(clf: Classifier, data: str, split: str = "valid", n: int = 64,
@@ -178,7 +201,8 @@ def real_batches(clf: Classifier, data: str, split: str = "valid", n: int = 64,
     while start < count:
         end = min(count, start + sizes[k % len(sizes)])
         net = ds.collater([ds[i] for i in range(start, end)])["net_input"]
-        batches.append(_batch(net["src_tokens"], net.get("token_type_ids"), clf.dictionary.pad()))
+        batches.append(_batch(net["src_tokens"], net.get("token_type_ids"), clf.dictionary.pad(),
+                              clf.input_format))
         start, k = end, k + 1
     if not batches:
         raise ExportError(f"{data}: split {split!r} has no examples to check the export on")
@@ -186,7 +210,8 @@ def real_batches(clf: Classifier, data: str, split: str = "valid", n: int = 64,
 
 
 def random_batches(clf: Classifier, n: int = 16, seed: int = 0) -> List[Batch]:
-    """``[CLS] a [SEP] b [SEP]`` pairs of random word pieces, for when no data is at hand."""
+    """``[CLS] a [SEP] b [SEP]`` (RoBERTa: ``<s> a </s> </s> b </s>``) pairs of random tokens,
+    for when no data is at hand."""
     g = torch.Generator().manual_seed(seed)
     d = clf.dictionary
     longest = min(48, clf.model.max_positions())
@@ -196,7 +221,10 @@ def random_batches(clf: Classifier, n: int = 16, seed: int = 0) -> List[Batch]:
         a = torch.randint(d.nspecial, len(d), (la,), generator=g)
         b = torch.randint(d.nspecial, len(d), (lb,), generator=g)
         cls_, sep = torch.tensor([d.bos()]), torch.tensor([d.eos()])
-        rows.append(torch.cat([cls_, a, sep, b, sep]))
+        if clf.input_format == "roberta":
+            rows.append(torch.cat([cls_, a, sep, sep, b, sep]))
+        else:
+            rows.append(torch.cat([cls_, a, sep, b, sep]))
         types.append(torch.cat([torch.zeros(la + 2), torch.ones(lb + 1)]).long())
     batches = []
     for s in range(0, n, 8):
@@ -205,7 +233,7 @@ def random_batches(clf: Classifier, n: int = 16, seed: int = 0) -> List[Batch]:
         tt = torch.zeros_like(ids)
         for i, (r, t) in enumerate(zip(rows[s:s + 8], types[s:s + 8])):
             ids[i, :len(r)], tt[i, :len(t)] = r, t
-        batches.append(_batch(ids, tt, d.pad()))
+        batches.append(_batch(ids, tt, d.pad(), clf.input_format))
     return batches
 
 
