@@ -12,7 +12,8 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_script, write_rte_slice
+from tests.conftest import run_script
+from tests.helpers_roberta import build_roberta_data
 
 LABELS = ["entailment", "not_entailment"]
 TEACHER_ARGS = ["--arch", "roberta_base", "--encoder-layers", "3", "--encoder-embed-dim", "32",
@@ -49,23 +50,9 @@ def save_fairseq_checkpoint(cfg, model, path):
 
 @pytest.fixture(scope="module")
 def roberta_env(tmp_path_factory):
-    import sentencepiece as spm
-
     base = tmp_path_factory.mktemp("roberta")
-    glue = base / "glue"
-    write_rte_slice(str(glue / "RTE"))
-    text = base / "text.txt"
-    with open(text, "w", encoding="utf-8") as out:
-        for split in ("train", "dev", "test"):
-            with open(glue / "RTE" / f"{split}.tsv", encoding="utf-8") as f:
-                out.writelines(" ".join(line.split("\t")[1:3]) + "\n" for line in f.readlines()[1:])
-    spm.SentencePieceTrainer.train(input=str(text), model_prefix=str(base / "spm"),
-                                   vocab_size=300, hard_vocab_limit=False, minloglevel=2)
-    data = base / "data-bin"
-    run_script("scripts/prepare_glue_roberta.py", "--glue-dir", str(glue), "--task", "RTE",
-               "--bpe", "sentencepiece", "--sentencepiece-model", str(base / "spm.model"),
-               "--out", str(data))
-    cfg, task = fairseq_sentence_prediction(data)
+    env = build_roberta_data(base)
+    cfg, task = fairseq_sentence_prediction(env["data"])
     torch.manual_seed(0)
     model = task.build_model(cfg.model)  # registers the "glue" head, as fairseq-train does
     with torch.no_grad():  # non-trivial LayerNorm/bias values so the mapping is really tested
@@ -74,8 +61,7 @@ def roberta_env(tmp_path_factory):
                 p.add_(torch.randn_like(p) * 0.1)
     teacher = base / "teacher.pt"
     save_fairseq_checkpoint(cfg, model, teacher)
-    return {"base": base, "glue": glue, "data": data, "teacher": teacher,
-            "spm": base / "spm.model"}
+    return {"base": base, **env, "teacher": teacher}
 
 
 def distill_task(data, max_positions=64, **overrides):
