@@ -80,3 +80,11 @@ def test_cli_pairs_and_stdin(tiny_env, classifier_ckpt):
     assert proc.stdout.split() == expected
     bad = run_script(*args, input="a\tb\tc\n", check=False)
     assert bad.returncode == 2 and "<stdin>:1" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_roberta_layout_is_refused_by_name(tmp_path, classifier_ckpt):
+    from tests.helpers_roberta import build_roberta_data
+
+    data = build_roberta_data(tmp_path)["data"]
+    with pytest.raises(ValueError, match="roberta folder"):
+        GlueClassifier.from_pretrained(str(classifier_ckpt), data_name_or_path=str(data))
