@@ -6,12 +6,23 @@ import dataclasses
 import os
 from typing import Optional, Sequence
 
+import pytest
 import torch
 
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.bert import BertConfig, BertModel
 from fairseq_crild.models.hf_conversion import fairseq_checkpoint
 from fairseq_crild.models.roberta import RobertaStyleConfig, RobertaStyleModel
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Export tests run at one thread: several threads on a shared 2-core CPU spin far longer
+    than they compute. Autouse in every module that imports it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def data_dictionary(data_dir: str):

@@ -11,21 +11,17 @@ from fairseq_crild.dictionary import load_bert_dictionary
 from fairseq_crild.models.loading import load_bert
 from tests.conftest import run_script
 from tests.helpers_bert import rte_pairs
-from tests.helpers_export import data_dictionary, save_student
+from tests.helpers_export import (
+    data_dictionary,
+    one_thread,  # noqa: F401  (autouse)
+    save_student,
+)
 
 transformers = pytest.importorskip("transformers")
 
 import scripts.export_hf_classifier as export  # noqa: E402
 
 RTE_LABELS = ["entailment", "not_entailment"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,10 @@ import torch
 
 from fairseq_crild.data.roberta_data import load_roberta_dictionary
 from fairseq_crild.models.loading import load_bert
-from tests.helpers_export import save_student
+from tests.helpers_export import (
+    one_thread,  # noqa: F401  (autouse)
+    save_student,
+)
 from tests.helpers_roberta import build_roberta_data
 
 transformers = pytest.importorskip("transformers")
@@ -21,14 +24,6 @@ import scripts.export_hf_classifier as export_hf  # noqa: E402
 import scripts.export_onnx as export_onnx  # noqa: E402
 
 LABELS = ["entailment", "not_entailment"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

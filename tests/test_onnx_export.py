@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from fairseq_crild.models.loading import load_bert
-from tests.helpers_export import data_dictionary, save_student
+from tests.helpers_export import (
+    data_dictionary,
+    one_thread,  # noqa: F401  (autouse)
+    save_student,
+)
 
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -16,14 +20,6 @@ pytest.importorskip("onnx")
 import scripts.export_onnx as export  # noqa: E402
 
 RTE_LABELS = ["entailment", "not_entailment"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _export(capsys, *args):
