@@ -50,6 +50,27 @@ def test_teacher_config_trains_with_fairseq_hydra_train(tiny_env, tmp_path):
     assert "num_updates 3" in log or "num_updates=3" in log
 
 
+def test_two_processes_through_the_hydra_entry_point(tiny_env, tmp_path):
+    """scripts/hydra_train.py (fairseq-hydra-train with the plugin imported first) runs the
+    config on 2 CPU processes through fairseq's own --distributed-world-size spawn."""
+    save = tmp_path / "teacher2"
+    proc = subprocess.run(
+        [sys.executable, "scripts/hydra_train.py", "--config-dir", "configs/cpu/RTE",
+         "--config-name", "teacher", f"task.data={tiny_env['data']}",
+         f"checkpoint.save_dir={save}",
+         f"checkpoint.finetune_from_model={tiny_env['ckpt'] / 'model.pt'}",
+         "model._name=bert", "model.encoder_layers=4", "model.encoder_embed_dim=32",
+         "model.encoder_attention_heads=4", "model.encoder_ffn_embed_dim=64",
+         "model.max_position_embeddings=128", "optimization.max_update=2",
+         "dataset.batch_size=4", "distributed_training.distributed_world_size=2",
+         "common.log_format=simple"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]
+    assert "distributed init (rank 1)" in log and "num_updates 2" in log
+    assert (save / "checkpoint_last.pt").is_file()
+
+
 def test_missing_data_path_is_named(tmp_path):
     proc = _hydra_train("cpu/RTE/stage1", f"checkpoint.save_dir={tmp_path / 's1'}")
     assert proc.returncode != 0
