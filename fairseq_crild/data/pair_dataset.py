@@ -102,14 +102,16 @@ class SentencePairDataset(FairseqDataset):
         src = data_utils.collate_tokens(
             [s["source"] for s in samples], self.pad, pad_to_length=self.pad_to_length
         )
-        types = data_utils.collate_tokens(
-            [s["token_types"] for s in samples], 0, pad_to_length=self.pad_to_length
-        )
+        net_input = {"src_tokens": src}
+        if "token_types" in samples[0]:  # RoBERTa-layout items have none
+            net_input["token_type_ids"] = data_utils.collate_tokens(
+                [s["token_types"] for s in samples], 0, pad_to_length=self.pad_to_length
+            )
         batch = {
             "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
             "nsentences": len(samples),
             "ntokens": sum(len(s["source"]) for s in samples),
-            "net_input": {"src_tokens": src, "token_type_ids": types},
+            "net_input": net_input,
         }
         if self.labels is not None:
             target = np.asarray([s["target"] for s in samples])

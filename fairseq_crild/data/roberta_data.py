@@ -36,7 +36,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from fairseq.data import Dictionary, data_utils, indexed_dataset
+from fairseq.data import Dictionary, indexed_dataset
 
 from fairseq_crild.data.binarize import (
     INDEX_FILE,
@@ -158,22 +158,6 @@ class RobertaPairDataset(SentencePairDataset):
         if self.labels is not None:
             item["target"] = self.labels[j]
         return item
-
-    def collater(self, samples: List[Dict[str, Any]]) -> Dict[str, Any]:
-        if not samples:
-            return {}
-        src = data_utils.collate_tokens(
-            [s["source"] for s in samples], self.pad, pad_to_length=self.pad_to_length
-        )
-        batch = {
-            "id": torch.tensor([s["id"] for s in samples], dtype=torch.long),
-            "nsentences": len(samples),
-            "ntokens": sum(len(s["source"]) for s in samples),
-            "net_input": {"src_tokens": src},
-        }
-        if self.labels is not None:
-            batch["target"] = torch.from_numpy(np.asarray([s["target"] for s in samples]))
-        return batch
 
 
 # --------------------------------------------------------------------------- preparation

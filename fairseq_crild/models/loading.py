@@ -11,9 +11,9 @@ from typing import Any, Dict, Optional, Tuple, Type
 
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
-from omegaconf import OmegaConf
 
 from fairseq_crild.models import roberta  # noqa: F401  (registers crild_roberta)
+from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertConfig, BertModel
 
 BERT_FIELDS = {f.name for f in dataclasses.fields(BertConfig)}
@@ -28,18 +28,16 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
     return checkpoint_utils.load_checkpoint_to_cpu(path)
 
 
-def bert_config_from_checkpoint(state: Dict[str, Any], path: str = "checkpoint") -> BertConfig:
-    cfg = state.get("cfg")
-    model_cfg = cfg.get("model") if cfg is not None else None
-    if model_cfg is None:
+def _class_and_config(state: Dict[str, Any], path: str) -> Tuple[Type[BertModel], BertConfig]:
+    model_cfg = rc.model_config_dict(state)
+    if not model_cfg:
         raise ValueError(f"{path}: no model config in the checkpoint")
-    if OmegaConf.is_config(model_cfg):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    elif not isinstance(model_cfg, dict):
-        model_cfg = vars(model_cfg)
-    name = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
-    cls = model_class_for(name, path)
-    return cls.config_class(**{k: v for k, v in model_cfg.items() if k in BERT_FIELDS})
+    cls = model_class_for(str(model_cfg.get("_name") or model_cfg.get("arch") or ""), path)
+    return cls, cls.config_class(**{k: v for k, v in model_cfg.items() if k in BERT_FIELDS})
+
+
+def bert_config_from_checkpoint(state: Dict[str, Any], path: str = "checkpoint") -> BertConfig:
+    return _class_and_config(state, path)[1]
 
 
 def model_class_for(name: str, path: str = "checkpoint") -> Type[BertModel]:
@@ -57,13 +55,8 @@ def build_from_state(state: Dict[str, Any], path: str, vocab_size: int,
                      padding_idx: int) -> BertModel:
     """The model a checkpoint (ours, or a converted one) describes, with its heads and
     weights loaded strictly."""
-    model_cfg = state["cfg"]["model"]
-    if OmegaConf.is_config(model_cfg):
-        model_cfg = OmegaConf.to_container(model_cfg, resolve=True)
-    elif not isinstance(model_cfg, dict):
-        model_cfg = vars(model_cfg)
-    cls = model_class_for(str(model_cfg.get("_name") or model_cfg.get("arch") or ""), path)
-    model = cls(bert_config_from_checkpoint(state, path), vocab_size, padding_idx)
+    cls, cfg = _class_and_config(state, path)
+    model = cls(cfg, vocab_size, padding_idx)
     for name, size in head_sizes(state["model"]).items():
         model.register_classification_head(name, num_classes=size)
     model.load_state_dict(state["model"], strict=True)
@@ -82,7 +75,6 @@ def head_sizes(state_dict: Dict[str, Any]) -> Dict[str, int]:
 def checkpoint_input_format(state: Dict[str, Any], path: str = "checkpoint") -> str:
     """The input layout (``bert`` or ``roberta``) of a checkpoint's model, read from its config
     before the model is built: the layout decides how its dict.txt must be loaded."""
-    from fairseq_crild.models import roberta_conversion as rc
 
     if rc.is_fairseq_roberta(state):
         return "roberta"
@@ -99,7 +91,6 @@ def load_bert(path: str, dictionary: Dictionary, head_name: Optional[str] = None
     head ``head_name`` (default: its only head; the returned state is the converted one).
     ``state``: the checkpoint already read by :func:`read_checkpoint` (not read twice).
     """
-    from fairseq_crild.models import roberta_conversion as rc
 
     if state is None:
         state = read_checkpoint(path)

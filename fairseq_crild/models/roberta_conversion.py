@@ -51,31 +51,28 @@ class RobertaConversionError(ValueError):
     """A fairseq RoBERTa checkpoint our encoder cannot reproduce exactly."""
 
 
+def _config_section(state: Dict[str, Any], name: str, resolve: bool) -> Dict[str, Any]:
+    """One section of a checkpoint's config as a plain dict: hydra ``cfg.<name>``, else the
+    legacy ``args`` Namespace (which holds every section's options at once)."""
+    cfg = state.get("cfg")
+    section = cfg.get(name) if cfg is not None else None
+    if section is None and state.get("args") is not None:
+        section = state["args"]
+    if section is None:
+        return {}
+    if OmegaConf.is_config(section):
+        return OmegaConf.to_container(section, resolve=resolve)
+    return vars(section) if isinstance(section, Namespace) else dict(section)
+
+
 def model_config_dict(state: Dict[str, Any]) -> Dict[str, Any]:
     """The checkpoint's model config as a plain dict (hydra ``cfg`` or legacy ``args``)."""
-    cfg = state.get("cfg")
-    model_cfg = cfg.get("model") if cfg is not None else None
-    if model_cfg is None and state.get("args") is not None:
-        model_cfg = state["args"]
-    if model_cfg is None:
-        return {}
-    if OmegaConf.is_config(model_cfg):
-        return OmegaConf.to_container(model_cfg, resolve=True)
-    if isinstance(model_cfg, Namespace):
-        return vars(model_cfg)
-    return dict(model_cfg)
+    return _config_section(state, "model", resolve=True)
 
 
 def task_config_dict(state: Dict[str, Any]) -> Dict[str, Any]:
-    cfg = state.get("cfg")
-    task_cfg = cfg.get("task") if cfg is not None else None
-    if task_cfg is None and state.get("args") is not None:
-        task_cfg = state["args"]
-    if task_cfg is None:
-        return {}
-    if OmegaConf.is_config(task_cfg):
-        return OmegaConf.to_container(task_cfg, resolve=False)
-    return vars(task_cfg) if isinstance(task_cfg, Namespace) else dict(task_cfg)
+    """The checkpoint's task config, interpolations kept (they may name other sections)."""
+    return _config_section(state, "task", resolve=False)
 
 
 def is_fairseq_roberta(state: Dict[str, Any]) -> bool:
