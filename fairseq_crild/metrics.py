@@ -14,7 +14,8 @@ confusion matrix is a sum of per-batch confusion matrices) and Pearson (from n, 
 sums of x, y, x^2, y^2 and xy). Spearman is NOT a function of any fixed-size sums (it
 needs the ranks of the whole set): the caller must keep every (prediction, target) pair
 of the evaluated split (e.g. gather them across workers at the end of validation) and
-call :func:`spearman` on them.
+call :func:`spearman` on them (the same holds for :func:`pearson_spearman`, the authors'
+STS-B selection metric).
 
 Numerics: counts are integers and the MCC is computed with exact Python integers. The
 Pearson sums are accumulated in float64 (inputs are cast before summing); the textbook
@@ -44,6 +45,7 @@ __all__ = [
     "glue_task_metrics",
     "matthews_corr",
     "pearson",
+    "pearson_spearman",
     "regression_stats",
     "spearman",
     "sum_stats",
@@ -265,6 +267,13 @@ def spearman(preds: Any, targets: Any) -> float:
     return float(spearmanr(x, y).statistic)
 
 
+def pearson_spearman(stats: Mapping[str, Any], preds: Any, targets: Any) -> float:
+    """(Pearson + Spearman) / 2: the CR-ILD authors' STS-B selection metric (one number
+    that rewards both the linear fit and the ranking). Pearson from the summed ``stats``,
+    Spearman from the full arrays, each unrounded."""
+    return (pearson(stats) + spearman(preds, targets)) / 2.0
+
+
 # --------------------------------------------------------------------------- convenience
 
 
@@ -286,6 +295,7 @@ def glue_task_metrics(task: str) -> tuple[str, ...]:
 
 
 _SUMMED = {"accuracy": accuracy, "f1": f1, "mcc": matthews_corr, "pearson": pearson}
+_RANKED = ("spearman", "pearson_spearman")  # need every (prediction, target) pair
 
 
 def glue_metrics(
@@ -294,9 +304,10 @@ def glue_metrics(
     preds: Any = None,
     targets: Any = None,
 ) -> dict[str, float]:
-    """Compute the named metrics ("accuracy", "f1", "mcc", "pearson", "spearman") from summed
-    statistics; a GLUE task name ("MRPC") selects its metrics. "spearman" needs ``preds``
-    and ``targets`` (the full arrays)."""
+    """Compute the named metrics ("accuracy", "f1", "mcc", "pearson", "spearman",
+    "pearson_spearman") from summed statistics; a GLUE task name ("MRPC") selects its
+    metrics. "spearman" and "pearson_spearman" need ``preds`` and ``targets`` (the full
+    arrays)."""
     names = (
         glue_task_metrics(task_metric_names)
         if isinstance(task_metric_names, str)
@@ -304,17 +315,18 @@ def glue_metrics(
     )
     out: dict[str, float] = {}
     for name in names:
-        if name == "spearman":
+        if name in _RANKED:
             if preds is None or targets is None:
                 raise ValueError(
-                    "glue_metrics: spearman needs the full prediction and target arrays "
-                    "(it is not a function of summed statistics)"
+                    f"glue_metrics: {name} needs the full prediction and target arrays "
+                    "(spearman is not a function of summed statistics)"
                 )
-            out[name] = spearman(preds, targets)
+            out[name] = (spearman(preds, targets) if name == "spearman"
+                         else pearson_spearman(stats, preds, targets))
         elif name in _SUMMED:
             out[name] = _SUMMED[name](stats)
         else:
             raise ValueError(
-                f"glue_metrics: unknown metric {name!r}; known: {sorted([*_SUMMED, 'spearman'])}"
+                f"glue_metrics: unknown metric {name!r}; known: {sorted([*_SUMMED, *_RANKED])}"
             )
     return out

@@ -174,3 +174,77 @@ def test_glue_task_metrics():
     assert got == {"f1": pytest.approx(0.8), "accuracy": pytest.approx(0.75)}
     with pytest.raises(ValueError, match="unknown metric"):
         M.glue_metrics(["auc"], s)
+
+
+def _plain_ranks(values: list) -> list:
+    """1-based ranks with ties given their average rank (plain Python)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _plain_pearson(x: list, y: list) -> float:
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    vx = sum((a - mx) ** 2 for a in x)
+    vy = sum((b - my) ** 2 for b in y)
+    return cov / (vx * vy) ** 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pearson_spearman_is_the_mean_of_both(seed):
+    """The authors' STS-B selection metric, against a plain-Python float64 reference
+    (Spearman = Pearson of average ranks), from batch sums as fairseq reduces them."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(60, 200))
+    targets = np.round(rng.uniform(0, 5, n) * 5) / 5  # ties, as STS-B's scores
+    preds = targets ** 2 / 5 + rng.normal(0, 0.8, n)  # monotone but not linear: r != rho
+    total = M.sum_stats(M.regression_stats(preds[sl], targets[sl])
+                        for sl in random_batches(n, rng))
+    x, y = [float(v) for v in preds], [float(v) for v in targets]
+    ref_r = _plain_pearson(x, y)
+    ref_rho = _plain_pearson(_plain_ranks(x), _plain_ranks(y))
+    assert abs(ref_r - ref_rho) > 1e-3  # the two differ, so the mean is a real test
+    want = (ref_r + ref_rho) / 2
+    assert M.pearson_spearman(total, preds, targets) == pytest.approx(want, abs=TOL)
+    got = M.glue_metrics(["pearson", "spearman", "pearson_spearman"], total, preds, targets)
+    assert got["pearson_spearman"] == pytest.approx(want, abs=TOL)
+    assert got["pearson"] == pytest.approx(ref_r, abs=TOL)
+    with pytest.raises(ValueError, match="pearson_spearman needs the full"):
+        M.glue_metrics(["pearson_spearman"], total)
+
+
+def test_validation_logs_pearson_spearman():
+    """glue_logging derives pearson_spearman (x100) in fairseq's reduction of validation
+    outputs, where the batches carry their predictions; training batches, which do not,
+    log no ranked metric."""
+    from fairseq.logging import metrics as fs_metrics
+
+    from fairseq_crild.criterions.glue_logging import prediction_stats, reduce_glue_metrics
+
+    rng = np.random.default_rng(3)
+    preds = torch.tensor(rng.normal(size=40))
+    targets = torch.tensor(np.round(rng.uniform(0, 5, 40)), dtype=torch.float32)
+    targets_b = targets.double().tolist()
+    preds_f = preds.float().double().tolist()  # the criterion logs float32 predictions
+    want = 100 * (_plain_pearson(preds_f, targets_b)
+                  + _plain_pearson(_plain_ranks(preds_f), _plain_ranks(targets_b))) / 2
+    for keep, expect in ((True, True), (False, False)):
+        logs = [prediction_stats(preds[i:i + 16].view(-1, 1), targets[i:i + 16], True, 1,
+                                 keep_predictions=keep) for i in range(0, 40, 16)]
+        with fs_metrics.aggregate(new_root=True) as agg:
+            reduce_glue_metrics(logs)
+            smoothed = agg.get_smoothed_values()
+        assert ("pearson_spearman" in smoothed) == expect
+        assert "pearson" in smoothed
+        if expect:
+            assert smoothed["pearson_spearman"] == pytest.approx(round(want, 2), abs=1e-9)

@@ -2,7 +2,8 @@
 
 Criterions put :func:`prediction_stats` into their logging output; :func:`reduce_glue_metrics`
 sums them (over batches and workers, as fairseq does) and registers derived meters, so
-``--best-checkpoint-metric accuracy|f1|mcc|pearson|spearman`` selects on exact GLUE values.
+``--best-checkpoint-metric accuracy|f1|mcc|pearson|spearman|pearson_spearman`` selects on
+exact GLUE values (``pearson_spearman`` = (Pearson + Spearman) / 2, the authors' STS-B choice).
 Spearman needs every prediction: validation batches of regression tasks carry them as
 tensors and the criterion then declares its outputs not summable (fairseq all-gathers them).
 """
@@ -46,7 +47,7 @@ def applicable_metrics(keys: Sequence[str]) -> List[str]:
     class (no task options at hand), so the statistics themselves say what was computed."""
     names = {k[len(STAT_PREFIX):] for k in keys}
     if "n" in names:
-        return ["pearson", "spearman"]
+        return ["pearson", "spearman", "pearson_spearman"]
     out = ["accuracy", "mcc"]
     if "tp" in names:
         out.insert(1, "f1")
@@ -55,7 +56,8 @@ def applicable_metrics(keys: Sequence[str]) -> List[str]:
 
 def reduce_glue_metrics(logging_outputs: List[Dict[str, Any]]) -> None:
     """Sums the statistics and logs the GLUE metrics as derived meters (x100, as fairseq
-    logs accuracy): accuracy, mcc (+ f1 when binary) or pearson, spearman."""
+    logs accuracy): accuracy, mcc (+ f1 when binary) or pearson, spearman, pearson_spearman
+    (the last two only where the batches carried their predictions: validation)."""
     keys = sorted({k for log in logging_outputs for k in log
                    if k.startswith(STAT_PREFIX) and k not in (PRED_KEY, TARGET_KEY)})
     if not keys:
@@ -74,6 +76,12 @@ def reduce_glue_metrics(logging_outputs: List[Dict[str, Any]]) -> None:
                 continue
             metrics.log_derived(name, lambda m: round(100 * glue.spearman(
                 m[PRED_KEY].tensor.numpy(), m[TARGET_KEY].tensor.numpy()), 2))
+        elif name == "pearson_spearman":
+            if not preds:
+                continue
+            # from the unrounded Pearson and Spearman, rounded once
+            metrics.log_derived(name, lambda m: round(100 * glue.pearson_spearman(
+                _summed(m, keys), m[PRED_KEY].tensor.numpy(), m[TARGET_KEY].tensor.numpy()), 2))
         else:
             fn = {"accuracy": glue.accuracy, "f1": glue.f1, "mcc": glue.matthews_corr,
                   "pearson": glue.pearson}[name]
