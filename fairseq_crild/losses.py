@@ -318,23 +318,30 @@ def qkv_relation_kl(
     )
 
 
-def pkd_cls_loss(cls_s: Tensor, cls_t: Tensor, feature_mean: bool = False) -> Tensor:
+def pkd_cls_loss(cls_s: Tensor, cls_t: Tensor, feature_mean: bool = False,
+                 num_layers: int = 1) -> Tensor:
     """PKD "patient" loss on L2-normalised [CLS] states (..., D).
 
     Default: the PKD paper's formula, ``mean_b || h_s/|h_s| - h_t/|h_t| ||_2^2`` (sum over
     features, mean over all leading dims, e.g. batch and layers). ``feature_mean=True`` also
-    averages over features (the PKD reference code's ``F.mse_loss``), i.e. divides by D;
-    the loss weight beta has to scale accordingly. The caller projects widths first.
+    averages over features (the PKD reference code's ``F.mse_loss``), i.e. divides by D:
+    on (B, layers, D) inputs that is the CR-ILD authors' PKD term, the mean over batch x
+    layers x hidden size. ``num_layers`` divides the result: a criterion that calls this once
+    per mapped layer on (B, D) inputs and sums over its ``num_layers`` layers then gets the
+    mean over layers (``cr_ild``: ``feature_mean=True, num_layers=<mapped layers>``).
+    The caller projects widths first.
     """
     if cls_s.shape != cls_t.shape:
         raise ValueError(
             f"pkd_cls_loss: student {tuple(cls_s.shape)} and teacher {tuple(cls_t.shape)} differ "
             "in shape; project the student to the teacher width first"
         )
+    if int(num_layers) != num_layers or num_layers < 1:
+        raise ValueError(f"pkd_cls_loss: num_layers must be an integer >= 1, got {num_layers}")
     n_s = F.normalize(cls_s.float(), p=2.0, dim=-1)
     n_t = F.normalize(cls_t.float(), p=2.0, dim=-1)
     sq = (n_s - n_t).square()
-    return sq.mean() if feature_mean else sq.sum(dim=-1).mean()
+    return (sq.mean() if feature_mean else sq.sum(dim=-1).mean()) / num_layers
 
 
 # --------------------------------------------------------------------------- layer maps

@@ -24,7 +24,12 @@ from torch import Tensor, nn
 
 from fairseq_crild import losses
 from fairseq_crild.distributed import batch_generator
-from fairseq_crild.emd import EmdLayerWeights, cost_matrix, pairwise_attention_kl
+from fairseq_crild.emd import (
+    EmdLayerWeights,
+    cost_matrix,
+    pairwise_attention_kl,
+    pairwise_attention_mse,
+)
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 
 logger = logging.getLogger(__name__)
@@ -62,18 +67,36 @@ class CrIldConfig(FairseqDataclass):
                               "'s:t,...' pairs of 0-based student:teacher layers (empty: the "
                               "preset's)"}
     )
+    emd_variant: ChoiceEnum(["release", "bert_emd"]) = field(  # type: ignore[valid-type]
+        default="release", metadata={"help": "--ild-layer-map emd weight update (default "
+                                     "release): release = the CR-ILD authors' EMD baseline "
+                                     "(w_i proportional to 1 / unit transport cost, no "
+                                     "softmax, separate attention and hidden weights, reset "
+                                     "to uniform every epoch); bert_emd = the BERT-EMD paper's "
+                                     "softmax(w / T) update, weights shared by all objects "
+                                     "and kept across epochs"}
+    )
+    emd_attention_cost: ChoiceEnum(["variant", "mse", "kl"]) = field(  # type: ignore[valid-type]
+        default="variant", metadata={"help": "--ild-layer-map emd attention cost between two "
+                                     "layers: mse of the pre-softmax scores (BERT-EMD's, the "
+                                     "release's), kl (our attention distance, "
+                                     "--attention-loss), or variant (default: mse for "
+                                     "release, kl for bert_emd)"}
+    )
     emd_temperature: float = field(
-        default=1.0, metadata={"help": "BERT-EMD cost-attention temperature T of the layer-"
-                               "weight update softmax (--ild-layer-map emd)"}
+        default=1.0, metadata={"help": "--emd-variant bert_emd: cost-attention temperature T "
+                               "of the layer-weight update softmax (default 1)"}
     )
     emd_embedding_loss: ChoiceEnum(["on", "off"]) = field(  # type: ignore[valid-type]
         default="on", metadata={"help": "with --ild-layer-map emd and hidden states: add the "
-                                "MSE between embedding outputs, as BERT-EMD does"}
+                                "MSE between embedding outputs, as BERT-EMD does (default on)"}
     )
     emd_extra_softmax: ChoiceEnum(["on", "off"]) = field(  # type: ignore[valid-type]
-        default="on", metadata={"help": "BERT-EMD: apply the authors' code's second softmax "
-                                "(no temperature) to the updated layer weights (on, their "
-                                "default), or stop at the paper's softmax(w / T) (off)"}
+        default="off", metadata={"help": "--emd-variant bert_emd: apply a second softmax (no "
+                                 "temperature) to the updated layer weights, as the BERT-EMD "
+                                 "code does (on), or stop at the paper's softmax(w / T) (off, "
+                                 "default): on pins the weights near e:1:...:1 whatever the "
+                                 "costs (fairseq_crild/emd.py)"}
     )
     num_relation_heads: int = field(
         default=0, metadata={"help": "relation heads R for the Q/K/V relation loss (0: the "
@@ -150,8 +173,9 @@ class CrIldCriterion(FairseqCriterion):
             self.student_layers = list(range(student.num_layers))
             self.teacher_layers = list(range(teacher.num_layers))
             self.layer_map = [(s, t) for s in self.student_layers for t in self.teacher_layers]
-            self.emd = EmdLayerWeights(student.num_layers, teacher.num_layers,
-                                       self.cfg.emd_temperature,
+            self.emd = EmdLayerWeights(student.num_layers, teacher.num_layers, self.objects,
+                                       variant=str(self.cfg.emd_variant),
+                                       temperature=self.cfg.emd_temperature,
                                        extra_softmax=self.cfg.emd_extra_softmax == "on")
         else:
             self.layer_map = losses.parse_layer_map(self.layer_map_spec, student.num_layers,
@@ -235,7 +259,11 @@ class CrIldCriterion(FairseqCriterion):
         if obj == "hidden":
             return losses.hidden_mse(student, target, mask)
         if obj == "cls":
-            return losses.pkd_cls_loss(student, target)
+            # the authors' PKD term: mean over batch x mapped layers x hidden size; forward
+            # sums the per-layer terms, so each is divided by the number of mapped layers
+            # (EMD's cost matrix wants the per-pair value: its flow already sums to 1)
+            n_layers = 1 if self.emd is not None else max(len(self.student_layers), 1)
+            return losses.pkd_cls_loss(student, target, feature_mean=True, num_layers=n_layers)
         if obj == "attention":
             return losses.attention_kl(student, target, mask, kl=self.cfg.attention_loss == "kl")
         return losses.qkv_relation_kl(student, target, mask, self.relation_heads,
@@ -244,14 +272,25 @@ class CrIldCriterion(FairseqCriterion):
     def _emd_terms(self, s_extra: Dict[str, Any], t_extra: Dict[str, Any],
                    s_feats: Dict[str, Any], t_feats: Dict[str, Any], mask: Tensor,
                    update: bool) -> Dict[str, Tensor]:
-        """BERT-EMD (fairseq_crild/emd.py): per object, the M x N matrix of ILD distances
-        between every student and teacher layer, weighted by the EMD flow; the layer weights
-        are updated from the flow during training; plus the embedding-output MSE."""
+        """BERT-EMD (fairseq_crild/emd.py, --emd-variant): per object, the M x N matrix of
+        per-layer costs between every student and teacher layer, weighted by the EMD flow;
+        during training the layer weights are reset at each new epoch (release variant) and
+        updated from the flow after it; plus the embedding-output MSE."""
+        if update:  # the task's begin_epoch sets current_epoch; the weights see it change
+            self.emd.begin_epoch(int(getattr(self.task, "current_epoch", 1)))
         n_s, n_t = len(self.student_layers), len(self.teacher_layers)
+        attention_cost = str(self.cfg.emd_attention_cost)
+        if attention_cost == "variant":
+            attention_cost = "mse" if self.cfg.emd_variant == "release" else "kl"
         costs: Dict[str, Tensor] = {}
         for obj in self.objects:
             s_list = [s_feats[f"{obj}.{i}"] for i in range(n_s)]
             t_list = [t_feats[f"{obj}.{j}"] for j in range(n_t)]
+            if obj == "attention" and attention_cost == "mse":
+                # padding included (pad-to-128 batches): the mean over all B x H x L x L
+                every = getattr(self, "pad_mode", "exclude") == "include"
+                costs[obj] = pairwise_attention_mse(s_list, t_list, None if every else mask)
+                continue
             if obj == "attention":  # each layer's softmax once, not once per pair
                 costs[obj] = pairwise_attention_kl(s_list, t_list, mask,
                                                    kl=self.cfg.attention_loss == "kl")
@@ -305,9 +344,7 @@ class CrIldCriterion(FairseqCriterion):
         loss = ild
         log: Dict[str, Any] = {f"loss_{k}": v.detach() * batch for k, v in terms.items()}
         if self.emd is not None:  # the layer weights after this step's update
-            w_s, w_t = self.emd.weights()
-            log.update({f"emd_ws{i}": float(w) * batch for i, w in enumerate(w_s)})
-            log.update({f"emd_wt{j}": float(w) * batch for j, w in enumerate(w_t)})
+            log.update(self.emd.log_values(batch))
 
         weight = self._consistency_weight_now()
         if mixup is not None and weight > 0 and self.consistency_objects:
