@@ -10,6 +10,6 @@ checkpoint_safety.install()
 atomic_checkpoints.install()  # checkpoint copies a kill cannot leave half-written
 distributed.install()  # fairseq's distributed paths on CPU (gloo), see distributed.py
 
-from fairseq_crild import criterions, models, tasks  # noqa: E402,F401
+from fairseq_crild import criterions, models, optim, tasks  # noqa: E402,F401
 
 __version__ = "0.1.0"
