@@ -2,9 +2,15 @@
 
 Reads the folder written by ``scripts/prepare_glue.py`` (input0/, input1/, label/,
 meta.json), pairs sentences as ``[CLS] a [SEP] b [SEP]`` with token types, truncates
-longest-first to ``--max-positions``, batches by length, and sizes the classification head
-from the data. Options reproduce the paper's harder settings: a seeded training subset of K
-examples and seeded label noise.
+longest-first to ``--max-positions``, and sizes the classification head from the data.
+Options reproduce the paper's harder settings: a training subset of K examples and label
+noise, both drawn per --seed (or --data-seed).
+
+Batches (``fairseq_crild/data/batching.py``): no example is ever dropped silently (fairseq's
+``--required-batch-size-multiple`` drops a final batch of another size); training batches
+are length buckets, or, when the criterion mixes inputs (``--train-batches auto``), fresh
+random mixup pairs every epoch; ``--drop-last-train-batch`` skips the incomplete last batch
+as the authors do.
 
 Folders written by ``scripts/prepare_glue_roberta.py`` (meta ``input_format: roberta``,
 fairseq's RoBERTa GLUE layout) are read the RoBERTa way instead: fairseq's dictionary with
@@ -20,11 +26,19 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-from fairseq.data import ConcatDataset, Dictionary, data_utils
+from fairseq.data import ConcatDataset, Dictionary, FairseqDataset, data_utils, iterators
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from fairseq_crild.data.batching import (
+    LAYOUTS,
+    BatchingError,
+    drop_remainder,
+    epoch_rng,
+    fresh_pair_batches,
+    length_bucket_batches,
+)
 from fairseq_crild.data.binarize import load_labels
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.roberta_data import (
@@ -66,19 +80,51 @@ class DistillGlueConfig(FairseqDataclass):
     )
     train_subset_size: int = field(
         default=0, metadata={"help": "train on a random subset of this many examples "
-                             "(0 = all); seeded by --data-seed"}
+                             "(0 = all; the paper's few-sample setting uses 1000, drawn per "
+                             "seed); seeded by --data-seed"}
     )
     label_noise: float = field(
-        default=0.0, metadata={"help": "fraction of training labels replaced by a different "
-                               "random class (classification only); seeded by --data-seed"}
+        default=0.0, metadata={"help": "probability that a training label is replaced by a "
+                               "different class, drawn uniformly (the paper's label-noise "
+                               "setting: 0.3); classification only: a regression task (STS-B) "
+                               "is refused, as the paper defines noise as class flips; seeded "
+                               "by --data-seed"}
+    )
+    label_noise_draw: ChoiceEnum(["independent", "exact-count"]) = field(  # type: ignore[valid-type]
+        default="independent", metadata={"help": "how --label-noise p picks the labels to "
+                                         "flip: 'independent' (default, the authors': each "
+                                         "label flipped with probability p) or 'exact-count' "
+                                         "(exactly round(p x n) labels, this plugin's earlier "
+                                         "draw)"}
     )
     data_seed: int = field(
-        default=1, metadata={"help": "seed of --train-subset-size / --label-noise draws "
-                             "(independent of --seed, so every training seed sees one subset)"}
+        default=-1, metadata={"help": "seed of the --train-subset-size / --label-noise draws; "
+                              "-1 (default) = --seed, so each training seed draws its own "
+                              "subset and noise as the authors do; give a seed (the earlier "
+                              "default was 1) to keep one draw across training seeds"}
     )
     pad_to_length: int = field(
         default=0, metadata={"help": "pad every batch to this many tokens (0 = pad to the "
                              "longest in the batch); the paper's reference code pads to 128"}
+    )
+    train_batches: ChoiceEnum(list(LAYOUTS)) = field(  # type: ignore[valid-type]
+        default="auto", metadata={"help": "training batch layout: 'length-buckets' (fairseq's: "
+                                  "length-sorted batches built once, their order shuffled per "
+                                  "epoch), 'fresh-pairs' (new random mixup partners from the "
+                                  "whole split every epoch, drawn from (--seed, epoch); pairs "
+                                  "sorted by their longer member and laid out so the reverse "
+                                  "rule i <-> B-1-i mixes each pair; random batches under "
+                                  "--pad-to-length, as the authors'), or 'auto' (default: "
+                                  "fresh-pairs when the criterion mixes inputs, else "
+                                  "length-buckets). fresh-pairs ignores "
+                                  "--required-batch-size-multiple"}
+    )
+    drop_last_train_batch: bool = field(
+        default=False, metadata={"help": "skip each epoch's incomplete last training batch as "
+                                 "the authors do (the n mod --batch-size examples last in the "
+                                 "epoch's random order, redrawn every epoch; logged); default "
+                                 "off: every example trains every epoch. Needs --batch-size "
+                                 "without --max-tokens"}
     )
     teacher_path: str = field(
         default="", metadata={"help": "fine-tuned teacher checkpoint (needed by the kd and "
@@ -131,12 +177,26 @@ def read_meta(data_dir: str) -> Dict[str, Any]:
 
 
 def apply_label_noise(labels: np.ndarray, fraction: float, num_classes: int,
-                      rng: np.random.RandomState, candidates: np.ndarray) -> np.ndarray:
-    """Replaces the labels of ``round(fraction * len(candidates))`` of ``candidates`` by a
-    different class drawn uniformly; returns the indices that were changed."""
-    n_flip = int(round(fraction * len(candidates)))
-    flipped = rng.choice(candidates, size=n_flip, replace=False)
-    shift = rng.randint(1, num_classes, size=n_flip)
+                      rng: np.random.RandomState, candidates: np.ndarray,
+                      draw: str = "independent") -> np.ndarray:
+    """Replaces labels of ``candidates`` by a different class drawn uniformly (shift by 1..C-1
+    modulo C); returns the indices that were changed.
+
+    ``independent`` (the authors'): each candidate flips with probability ``fraction``, so the
+    number flipped is binomial; ``exact-count``: exactly ``round(fraction * len(candidates))``.
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    if draw == "independent":
+        flipped = candidates[rng.random_sample(len(candidates)) < fraction]
+    elif draw == "exact-count":
+        n_flip = int(round(fraction * len(candidates)))
+        flipped = rng.choice(candidates, size=n_flip, replace=False)
+    else:
+        raise GlueDataError(f"--label-noise-draw must be 'independent' or 'exact-count', "
+                            f"got {draw!r}")
+    if num_classes < 2:
+        raise GlueDataError("--label-noise needs at least 2 classes")
+    shift = rng.randint(1, num_classes, size=len(flipped))
     labels[flipped] = (labels[flipped] + shift) % num_classes
     return flipped
 
@@ -170,6 +230,8 @@ class DistillGlueTask(FairseqTask):
         self.student: Optional[BertModel] = None
         self.current_epoch = 1
         self.num_updates = 0
+        self.pad_length = int(cfg.pad_to_length or 0)  # pad_every_batch_to may raise it
+        self.criterion_uses_mixup = False  # set by build_criterion; read by --train-batches auto
         # saved in every checkpoint ("task_state"): lets a later run check that a teacher
         # indexes tokens and labels exactly as its student does
         self.state.merge_state_dict({
@@ -266,7 +328,7 @@ class DistillGlueTask(FairseqTask):
             input0, input1, labels,
             cls=self.dictionary.bos(), sep=self.dictionary.eos(), pad=self.dictionary.pad(),
             max_positions=self.cfg.max_positions, indices=indices,
-            pad_to_length=self.cfg.pad_to_length or None, order_seed=self.cfg.seed,
+            pad_to_length=self.pad_length or None, order_seed=self.cfg.seed,
         )
         if split == "train" and self.cfg.ild_data:
             dataset = self._with_ild_data(dataset)
@@ -294,30 +356,37 @@ class DistillGlueTask(FairseqTask):
         extra = self.pair_dataset_class(
             input0, load("input1"), None, cls=self.dictionary.bos(), sep=self.dictionary.eos(),
             pad=self.dictionary.pad(), max_positions=self.cfg.max_positions,
-            pad_to_length=self.cfg.pad_to_length or None, order_seed=self.cfg.seed)
+            pad_to_length=self.pad_length or None, order_seed=self.cfg.seed)
         logger.info(f"ILD data: {len(extra)} examples from {folder} ({self.cfg.ild_data_mode})")
         if self.cfg.ild_data_mode == "replace":
             return extra
         task_train.labels = None  # stage 1 ignores labels; both parts must collate alike
         return ConcatDataset([task_train, extra])
 
+    @property
+    def data_seed(self) -> int:
+        """Seed of the subset / label-noise draws: --data-seed, or --seed when it is -1."""
+        return int(self.cfg.seed if self.cfg.data_seed < 0 else self.cfg.data_seed)
+
     def _harder_setting(self, n: int, labels: Optional[np.ndarray]):
-        """The paper's few-sample and label-noise variants, drawn with --data-seed."""
-        rng = np.random.RandomState(self.cfg.data_seed)
+        """The paper's few-sample and label-noise variants, drawn with :attr:`data_seed`."""
+        seed = self.data_seed
+        rng = np.random.RandomState(seed)
         indices = None
         if self.cfg.train_subset_size:
             k = self.cfg.train_subset_size
             if k > n:
                 raise GlueDataError(f"--train-subset-size {k} exceeds the {n} training examples")
             indices = np.sort(rng.choice(n, size=k, replace=False))
-            logger.info(f"training on a random subset of {k}/{n} examples "
-                        f"(--data-seed {self.cfg.data_seed})")
+            logger.info(f"training on a random subset of {k}/{n} examples (data seed {seed})")
         if self.cfg.label_noise and labels is not None:
             labels = labels.copy()
             pool = indices if indices is not None else np.arange(n)
-            flipped = apply_label_noise(labels, self.cfg.label_noise, self.num_classes, rng, pool)
+            flipped = apply_label_noise(labels, self.cfg.label_noise, self.num_classes, rng, pool,
+                                        str(self.cfg.label_noise_draw))
             logger.info(f"label noise: changed {len(flipped)}/{len(pool)} training labels "
-                        f"(--label-noise {self.cfg.label_noise}, --data-seed {self.cfg.data_seed})")
+                        f"(--label-noise {self.cfg.label_noise}, {self.cfg.label_noise_draw}, "
+                        f"data seed {seed})")
         return indices, labels
 
     def build_model(self, cfg, from_checkpoint: bool = False):
@@ -403,4 +472,109 @@ class DistillGlueTask(FairseqTask):
         prepare = getattr(criterion, "prepare_student", None)
         if prepare is not None and self.student is not None:
             prepare(self.student)
+        self.criterion_uses_mixup = bool(getattr(criterion, "use_mixup", False))
         return criterion
+
+    # ------------------------------------------------------------------ batching
+    def pad_every_batch_to(self, length: int) -> None:
+        """Pad every batch (train and valid, datasets already loaded included) to ``length``
+        tokens, e.g. for losses averaged over the authors' B x 128 grid; 0 = dynamic."""
+        if length < 0 or (length and length < self.cfg.max_positions):
+            raise GlueDataError(f"pad_every_batch_to({length}): the length must be 0 or at "
+                                f"least --max-positions {self.cfg.max_positions} (longer "
+                                f"examples would exceed it); lower --max-positions to {length}")
+        self.pad_length = int(length)
+        for dataset in self.datasets.values():
+            for part in getattr(dataset, "datasets", [dataset]):  # ConcatDataset's parts
+                if hasattr(part, "pad_to_length"):
+                    part.pad_to_length = self.pad_length or None
+        logger.info(f"every batch padded to {length} tokens" if length
+                    else "batches padded to their longest example")
+
+    def train_layout(self) -> str:
+        """The --train-batches layout in force: ``auto`` resolved from the criterion."""
+        layout = str(self.cfg.train_batches)
+        if layout == "auto":
+            return "fresh-pairs" if self.criterion_uses_mixup else "length-buckets"
+        return layout
+
+    def _is_train(self, dataset) -> bool:
+        return dataset is self.datasets.get("train")
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None,
+                           max_positions=None, ignore_invalid_inputs=False,
+                           required_batch_size_multiple=1, seed=1, num_shards=1, shard_id=0,
+                           num_workers=0, epoch=1, data_buffer_size=0,
+                           disable_iterator_cache=False, skip_remainder_batch=False,
+                           grouped_shuffling=False, update_epoch_batch_itr=False):
+        """fairseq's iterator, with batches that never drop an example silently (fairseq's
+        ``--required-batch-size-multiple`` drops a final batch of another size) and, for
+        training, the --train-batches layout and --drop-last-train-batch."""
+        can_reuse = (not disable_iterator_cache and not update_epoch_batch_itr
+                     and self.can_reuse_epoch_itr(dataset))
+        if can_reuse and dataset in self.dataset_to_epoch_iter:
+            return self.dataset_to_epoch_iter[dataset]
+        assert isinstance(dataset, FairseqDataset)
+        dataset.set_epoch(epoch)
+        sizes = self._sizes(dataset)
+        batch_sampler = self._batch_sampler(dataset, sizes, max_tokens, max_sentences,
+                                            required_batch_size_multiple, seed)
+        epoch_iter = iterators.EpochBatchIterator(
+            dataset=dataset, collate_fn=dataset.collater, batch_sampler=batch_sampler,
+            seed=seed, num_shards=num_shards, shard_id=shard_id, num_workers=num_workers,
+            epoch=epoch, buffer_size=data_buffer_size,
+            skip_remainder_batch=skip_remainder_batch, grouped_shuffling=grouped_shuffling,
+            reuse_dataloader=getattr(self.cfg, "reuse_dataloader", True),
+            persistent_workers=getattr(self.cfg, "persistent_workers", True))
+        if can_reuse:
+            self.dataset_to_epoch_iter[dataset] = epoch_iter
+        return epoch_iter
+
+    @staticmethod
+    def _sizes(dataset) -> np.ndarray:
+        sizes = getattr(dataset, "sizes", None)
+        if sizes is None:
+            sizes = dataset.num_tokens_vec(np.arange(len(dataset)))
+        sizes = np.asarray(sizes, dtype=np.int64)
+        return sizes if sizes.ndim == 1 else sizes.max(axis=1)
+
+    def _batch_sampler(self, dataset, sizes: np.ndarray, max_tokens, max_sentences,
+                       multiple: int, seed: int):
+        """Frozen batches (evaluation, length buckets) or a callable ``(dataset, epoch)``
+        fairseq calls at every epoch (fresh pairs, drop-last), resumes included."""
+        train = self._is_train(dataset)
+        layout = self.train_layout() if train else "length-buckets"
+        drop_last = train and bool(self.cfg.drop_last_train_batch)
+        if drop_last and (max_sentences is None or max_tokens is not None):
+            raise BatchingError("--drop-last-train-batch needs fixed-size batches: give "
+                                "--batch-size and no --max-tokens")
+        if train:
+            logger.info(f"training batches: {layout}"
+                        + (f" (--train-batches auto, criterion mixup: "
+                           f"{self.criterion_uses_mixup})"
+                           if self.cfg.train_batches == "auto" else "")
+                        + (", incomplete last batch skipped" if drop_last else ""))
+        if layout == "fresh-pairs":
+            def fresh(ds, epoch: int) -> List[np.ndarray]:
+                batches, skipped = fresh_pair_batches(
+                    sizes, seed, epoch, max_sentences, max_tokens, drop_last, self.pad_length)
+                if drop_last:
+                    logger.info(f"epoch {epoch}: skipped {skipped} of {len(sizes)} training "
+                                "examples (--drop-last-train-batch)")
+                return batches
+            return fresh
+        with data_utils.numpy_seed(seed):  # today's order (ordered_indices draws its own)
+            order = dataset.ordered_indices()
+        if not drop_last:
+            return length_bucket_batches(order, sizes, max_tokens, max_sentences, multiple)
+
+        def buckets_drop_last(ds, epoch: int) -> List[np.ndarray]:
+            # the authors skip a random n mod B examples per epoch; the rest, still length
+            # ordered, fill batches of exactly B
+            keep = drop_remainder(epoch_rng(seed, epoch).permutation(len(order)),
+                                  max_sentences)[0]
+            kept = np.asarray(order, dtype=np.int64)[np.isin(order, keep)]
+            logger.info(f"epoch {epoch}: skipped {len(order) - len(kept)} of {len(order)} "
+                        "training examples (--drop-last-train-batch)")
+            return [kept[i:i + max_sentences] for i in range(0, len(kept), max_sentences)]
+        return buckets_drop_last
