@@ -31,6 +31,7 @@ __all__ = [
     "consistency_rampup",
     "ema_update",
     "hidden_mse",
+    "hidden_state_pairs",
     "kd_loss",
     "kd_regression_loss",
     "last_layer_map",
@@ -46,8 +47,10 @@ __all__ = [
 ]
 
 
-#: Padding treatment of the self-relation losses: "exclude" (ours: padded rows and keys do
-#: not count) or "include" (the authors' reference code: the full L x L grid counts).
+#: Padding treatment of the ILD losses: "exclude" (ours: padded positions do not count) or
+#: "include" (the authors' code, whose batches are all padded to 128: hidden MSE and
+#: attention CE average over all B x L positions, the relation losses use the full L x L
+#: grid, padded rows and keys included).
 PAD_MASK_MODES = ("exclude", "include")
 
 # A finite "minus infinity" for masked softmax inputs: exp() of it underflows to exactly 0,
@@ -66,6 +69,13 @@ def _check_mask(mask: Tensor | None, batch: int, length: int, what: str) -> Tens
             f"{what}: mask must have shape (B, L) = ({batch}, {length}), got {tuple(mask.shape)}"
         )
     return mask.bool()
+
+
+def _check_mode(pad_mask_mode: str, what: str) -> None:
+    if pad_mask_mode not in PAD_MASK_MODES:
+        raise ValueError(
+            f"{what}: pad_mask_mode must be one of {PAD_MASK_MODES}, got {pad_mask_mode!r}"
+        )
 
 
 def _row_divergence(
@@ -171,13 +181,15 @@ def kd_regression_loss(student: Tensor, teacher: Tensor, temperature: float = 1.
 # --------------------------------------------------------------------------- intermediate layers
 
 
-def hidden_mse(h_s: Tensor, h_t: Tensor, mask: Tensor | None = None) -> Tensor:
+def hidden_mse(h_s: Tensor, h_t: Tensor, mask: Tensor | None = None,
+               pad_mask_mode: str = "exclude") -> Tensor:
     """MSE between hidden states (B, L, D) over real tokens only.
 
     ``sum_{real (b, l)} sum_d (h_s - h_t)^2 / (num_real_tokens * D)``: padding neither adds
     to the sum nor to the count, so padded positions (whatever they hold, even inf) leave
-    both value and gradient unchanged. The caller applies the projection W when the
-    student is narrower than the teacher.
+    both value and gradient unchanged. ``pad_mask_mode="include"`` is the authors' code on
+    batches padded to 128: the mean over all B x L x D entries, padded positions included
+    (``mask`` is then ignored). The caller applies the projection W (fit_dense).
     """
     if h_s.shape != h_t.shape:
         raise ValueError(
@@ -186,10 +198,11 @@ def hidden_mse(h_s: Tensor, h_t: Tensor, mask: Tensor | None = None) -> Tensor:
         )
     if h_s.dim() != 3:
         raise ValueError(f"hidden_mse: expected (B, L, D) tensors, got {tuple(h_s.shape)}")
+    _check_mode(pad_mask_mode, "hidden_mse")
     batch, length, dim = h_s.shape
     mask = _check_mask(mask, batch, length, "hidden_mse")
     diff = h_s.float() - h_t.float()
-    if mask is None:
+    if mask is None or pad_mask_mode == "include":
         return diff.square().mean()
     # Select before squaring so huge padded values cannot overflow or leak NaN gradients.
     diff = torch.where(mask.unsqueeze(-1), diff, torch.zeros((), device=diff.device))
@@ -197,7 +210,8 @@ def hidden_mse(h_s: Tensor, h_t: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def attention_kl(
-    scores_s: Tensor, scores_t: Tensor, mask: Tensor | None = None, kl: bool = True
+    scores_s: Tensor, scores_t: Tensor, mask: Tensor | None = None, kl: bool = True,
+    pad_mask_mode: str = "exclude",
 ) -> Tensor:
     """Attention-distribution loss between pre-softmax scores (B, H, L, L).
 
@@ -206,7 +220,11 @@ def attention_kl(
     ``kl=False``: the method's literal ``-sum_key p_t log p_s`` (differs by the teacher
     entropy, a constant in the student). Either is averaged over (b, head, REAL query);
     padded keys are removed from both softmaxes (scores there, even -inf, are ignored).
+    ``pad_mask_mode="include"`` (the authors' code on batches padded to 128): padded keys
+    still leave the softmaxes (their scores carry the attention mask), but the average runs
+    over every (b, head, query) row, padded queries included.
     """
+    _check_mode(pad_mask_mode, "attention_kl")
     if scores_s.dim() != 4 or scores_t.dim() != 4:
         raise ValueError(
             "attention_kl: expected (B, H, L, L) scores, got "
@@ -229,7 +247,8 @@ def attention_kl(
     if len_q != len_k:
         raise ValueError("attention_kl: a (B, L) mask needs self-attention scores (Lq == Lk)")
     mask = _check_mask(mask, batch, len_k, "attention_kl")
-    return _row_divergence(scores_s, scores_t, mask[:, None, None, :], mask[:, None, :, None], kl)
+    rows = None if pad_mask_mode == "include" else mask[:, None, :, None]
+    return _row_divergence(scores_s, scores_t, mask[:, None, None, :], rows, kl)
 
 
 def _self_relations(x: Tensor, num_relation_heads: int, who: str,
@@ -267,10 +286,7 @@ def relation_kl(
     removes padded keys from the softmaxes and padded rows from the average;
     ``"include"`` reproduces the authors' code: no mask, all L x L rows and keys count.
     """
-    if pad_mask_mode not in PAD_MASK_MODES:
-        raise ValueError(
-            f"relation_kl: pad_mask_mode must be one of {PAD_MASK_MODES}, got {pad_mask_mode!r}"
-        )
+    _check_mode(pad_mask_mode, "relation_kl")
     if x_s.shape[:2] != x_t.shape[:2]:
         raise ValueError(
             f"relation_kl: student {tuple(x_s.shape)} and teacher {tuple(x_t.shape)} differ in "
@@ -358,6 +374,19 @@ def uniform_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:
         )
     k = n_teacher // n_student
     return [(i, (i + 1) * k - 1) for i in range(n_student)]
+
+
+def hidden_state_pairs(
+    layer_pairs: Iterable[tuple[int, int]], embeddings: bool
+) -> list[tuple[int, int]]:
+    """(student, teacher) indices into the hidden-state lists of a layer map.
+
+    Index 0 is the embedding output and i + 1 the output of layer i. ``embeddings=True``
+    puts the pair (0, 0) first: TinyBERT's uniform map matches the embedding outputs too,
+    so 3 -> 6 layers give (0, 0), (1, 2), (2, 4), (3, 6).
+    """
+    pairs = [(s + 1, t + 1) for s, t in layer_pairs]
+    return ([(0, 0)] if embeddings else []) + pairs
 
 
 def last_layer_map(n_student: int, n_teacher: int) -> list[tuple[int, int]]:

@@ -123,9 +123,12 @@ def test_l_ild_loss_matches_the_relation_loss_computed_directly():
 
 
 def test_identical_student_and_teacher_give_zero_tinybert_loss():
+    """Without fit_dense (the preset's default is the authors' --hidden-projection always)."""
     teacher = _bert(2, 16, 2, 0)
     student = _bert(2, 16, 2, 0)
-    crit = _cr_ild(_Task(teacher), student.eval(), ild_preset="tinybert")
+    crit = _cr_ild(_Task(teacher), student.eval(), ild_preset="tinybert",
+                   hidden_projection="when-widths-differ")
+    assert crit.projection is None
     loss, _, log = crit(student, _sample())
     assert abs(float(loss.detach())) < 1e-6 and "loss_attention" in log and "loss_hidden" in log
 

@@ -173,6 +173,21 @@ def test_hidden_mse_no_mask_and_errors():
         L.hidden_mse(torch.zeros(1, 2, 3), torch.zeros(1, 2, 3), torch.ones(1, 3, dtype=bool))
 
 
+def test_hidden_mse_include_averages_over_every_position():
+    """The authors' batches are padded to 128 and their MSE is the plain mean over all
+    B x L x D entries: a hand-sized case (B=2, L=3, D=2), padding counted."""
+    h_s = torch.tensor([[[1.0, 2.0], [0.0, 1.0], [3.0, 3.0]],
+                        [[2.0, 0.0], [5.0, -1.0], [-2.0, 4.0]]], dtype=torch.float64)
+    h_t = torch.zeros_like(h_s)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    # squares: b0 = 1+4, 0+1, 9+9 ; b1 = 4+0, 25+1, 4+16  -> 74 over 12 entries
+    assert L.hidden_mse(h_s, h_t, mask, "include").item() == pytest.approx(74 / 12, rel=1e-6)
+    # excluded: only (0,0), (0,1), (1,0) count -> (5 + 1 + 4) / (3 * 2)
+    assert L.hidden_mse(h_s, h_t, mask).item() == pytest.approx(10 / 6, rel=1e-6)
+    with pytest.raises(ValueError, match="pad_mask_mode"):
+        L.hidden_mse(h_s, h_t, mask, "all")
+
+
 # --------------------------------------------------------------------------- attention KL
 
 
@@ -216,6 +231,27 @@ def test_attention_kl_padding_invariance():
     got.backward()
     assert torch.isfinite(s2.grad).all()
     assert torch.all(s2.grad[1, :, :, 2:] == 0) and torch.all(s2.grad[1, :, 2:, :] == 0)
+
+
+@pytest.mark.parametrize("kl", [True, False])
+def test_attention_kl_include_averages_over_every_query_row(kl):
+    """pad_mask_mode="include": padded keys still leave both softmaxes (the model's scores
+    carry the mask), but every (b, head, query) row counts, padded queries included:
+    the mean over all B x H x L rows (float64 reference)."""
+    s, t, mask = _attention_case()
+    s, t = s.double(), t.double()
+    total, rows = 0.0, 0
+    for b in range(2):
+        keys = [k for k in range(4) if mask[b, k]]
+        for h in range(2):
+            for q in range(4):  # every query row, real or padded
+                total += ref_row_kl([float(s[b, h, q, k]) for k in keys],
+                                    [float(t[b, h, q, k]) for k in keys], kl)
+                rows += 1
+    assert rows == 2 * 2 * 4
+    got = L.attention_kl(s, t, mask, kl=kl, pad_mask_mode="include")
+    assert got.item() == pytest.approx(total / rows, rel=1e-6)
+    assert got.item() != pytest.approx(L.attention_kl(s, t, mask, kl=kl).item(), rel=1e-3)
 
 
 def test_attention_kl_head_mismatch():
@@ -301,6 +337,10 @@ def test_layer_maps():
     assert L.parse_layer_map("last", 4, 12) == [(3, 11)]
     assert L.parse_layer_map(" Uniform ", 3, 6) == [(0, 1), (1, 3), (2, 5)]
     assert L.parse_layer_map("0:1, 1:3,2:5", 3, 6) == [(0, 1), (1, 3), (2, 5)]
+    # TinyBERT pairs the embedding outputs too: hidden-state indices, 0 = embeddings
+    assert L.hidden_state_pairs(L.uniform_layer_map(3, 6), True) == [
+        (0, 0), (1, 2), (2, 4), (3, 6)]
+    assert L.hidden_state_pairs(L.last_layer_map(3, 6), False) == [(3, 6)]
     with pytest.raises(ValueError, match="multiple"):
         L.uniform_layer_map(4, 6)
     for bad, what in [
