@@ -15,8 +15,9 @@ tokens, as the authors' scripts run).
 For each layout the epoch's batch list is built as ``fairseq-train`` builds it (epoch 1,
 ``--seed 1``), and every batch's padded length is read off it: mean padded length per
 batch and share of padded positions are over the whole epoch. The timed batches are
-``--steps`` batches spread evenly over the epoch's widths (``--steps 0``: the whole epoch);
-a step is ``task.train_step`` (criterion forward and backward, no optimizer update). The
+``--steps`` batches, one from each of ``--steps`` equal strata of the epoch's batches sorted
+by width (``--steps 0``: the whole epoch); a step is ``task.train_step`` (criterion forward
+and backward, no optimizer update), after one untimed step per layout. The
 layouts are timed interleaved, ``--rounds`` times (median per layout), so a slow moment of a
 shared machine hits all of them; the epoch time is the mean step time of the sample times
 the epoch's batch count. ``--teacher`` may be omitted: the base with a random head is the
@@ -54,11 +55,13 @@ CR_ILD = ["--criterion", "cr_ild", "--ild-preset", "cr_ild"]
 
 
 def spread(batches: List[np.ndarray], sizes: np.ndarray, n: int) -> List[np.ndarray]:
-    """``n`` batches evenly spaced over the epoch's batches sorted by width (all if n <= 0)."""
+    """A stratified sample: the middle batch of each of ``n`` equal strata of the epoch's
+    batches sorted by width (all of them if n <= 0)."""
     ordered = sorted(batches, key=lambda b: (int(sizes[b].max()), len(b)))
     if n <= 0 or n >= len(ordered):
         return ordered
-    return [ordered[i] for i in np.linspace(0, len(ordered) - 1, n).round().astype(int)]
+    picks = ((np.arange(n) + 0.5) * len(ordered) / n).astype(int)
+    return [ordered[i] for i in picks]
 
 
 def epoch_batches(task, layout: str, batch_size: int, pad_length: int) -> List[np.ndarray]:
@@ -114,7 +117,8 @@ def run(args) -> Dict[str, Any]:
         task.train_step(sample, model, criterion, _Backward(), update_num=0)
 
     model.train()
-    step(plans["length-buckets"]["samples"][0])  # warm-up (allocator, first-call costs)
+    for plan in plans.values():  # warm-up per layout (allocator, first-call costs per shape)
+        step(plan["samples"][0])
     for r in range(args.rounds):
         for layout in LAYOUTS:
             samples = plans[layout]["samples"]

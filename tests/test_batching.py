@@ -4,6 +4,7 @@ References are computed here from the description (plain Python / numpy), not fr
 own output: the reverse rule mixes example i of a batch of B with example B-1-i.
 """
 
+import json
 import os
 import re
 import types
@@ -286,3 +287,20 @@ def test_pad_every_batch_to_reaches_loaded_datasets(odd_data):
         "src_tokens"].shape == dynamic["net_input"]["src_tokens"].shape
     assert torch.equal(next(_iterator(task, "valid").next_epoch_itr(shuffle=False))["id"],
                        dynamic["id"])
+
+
+def test_epoch_layout_benchmark_runs_on_the_tiny_data(tiny_env, tmp_path):
+    from scripts.benchmark_epoch_layout import main
+
+    out = tmp_path / "layout.json"
+    assert main(["--data", str(tiny_env["data"]), "--base", str(tiny_env["ckpt"]),
+                 "--student-layers", "2", "--batch-size", "8", "--steps", "2", "--rounds", "1",
+                 "--threads", "1", "--work-dir", str(tmp_path / "work"),
+                 "--json", str(out)]) == 0
+    layouts = json.loads(out.read_text())["layouts"]
+    assert list(layouts) == ["length-buckets", "fresh-pairs", "pad-128"]
+    assert {v["epoch_batches"] for v in layouts.values()} == {48 // 8}
+    assert layouts["pad-128"]["mean_padded_length"] == 128
+    assert (layouts["length-buckets"]["padding_share"] <= layouts["fresh-pairs"]["padding_share"]
+            < layouts["pad-128"]["padding_share"])
+    assert layouts["length-buckets"]["epoch_s_vs_length_buckets"] == 1.0
