@@ -2,13 +2,14 @@
 """The whole recipe for one GLUE task and method, ending with a report.
 
     python scripts/run_pipeline.py --task RTE --method cr_ild --glue-dir GLUE --out runs/x \\
-        [--seed 1] [--budget cpu|table|paper|smoke] [--base minilm|HF_DIR] [--student-layers 3]
-        [--teacher CKPT]
+        [--seed 1] [--budget cpu|table|paper|smoke] [--setting full|few_sample|label_noise]
+        [--base minilm|HF_DIR] [--student-layers 3] [--teacher CKPT]
 
 convert the pretrained model -> prepare data -> fine-tune the teacher (or reuse --teacher /
-an earlier run's) -> stage 1 ILD (methods pkd, tinybert, minilm, l_ild, cr_ild, bert_emd) ->
-stage 2 (kd, or glue_ce for 'finetune') -> report.json / report.md / dev_curve.png. Finished stages
-are reused; an interrupted stage resumes from its checkpoint when the command is rerun.
+an earlier run's) -> stage 1 ILD (methods pkd, tinybert, minilm, l_ild, cr_ild,
+cr_ild_release, bert_emd) -> stage 2 (kd, or glue_ce for 'finetune') -> report.json /
+report.md / dev_curve.png. Finished stages are reused; an interrupted stage resumes from its
+checkpoint when the command is rerun.
 """
 
 import argparse
@@ -52,6 +53,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="folder for every artefact of the pipeline")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--budget", default="cpu", help="paper | cpu | table | smoke")
+    p.add_argument("--setting", default="full", choices=recipe.SETTINGS,
+                   help="full GLUE (default), few_sample (1,000 training examples drawn per "
+                   "seed; paper teacher 20 epochs) or label_noise (each training label "
+                   "flipped with p=0.3; the students distil from the teacher's last "
+                   "checkpoint, as the authors)")
     p.add_argument("--base", default="minilm", help="pretrained HF BERT folder or 'minilm'")
     p.add_argument("--student-layers", type=int, default=3)
     p.add_argument("--teacher", default=None, help="reuse this fine-tuned teacher checkpoint")
@@ -93,41 +99,53 @@ def run(args) -> str:
             os.path.join(base_dir, "dict.txt"), "--out", data, "--overwrite")
     with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)
-    budget = recipe.budget_for(args.budget, task)
-    metric, n_train = recipe.metric_for(meta), meta["splits"]["train"]
+    budget = recipe.budget_for(args.budget, task, args.setting)
+    metric = recipe.selection_metric(task, budget, recipe.metric_for(meta))
+    n_train = recipe.setting_train_size(meta["splits"]["train"], args.setting)
+    extra = recipe.setting_args(args.setting)  # every stage sees the setting's training set
     base_cfg = _base_config(base_ckpt)
     teacher_arch, student_arch = _arch_args(base_cfg), _arch_args(base_cfg, args.student_layers)
     wall = {}
 
-    teacher_dir = os.path.join(out, "teachers", f"{task}-{args.budget}")
+    # full GLUE: one teacher (seed 1) for every student seed; the other settings draw their
+    # training set from --seed, so each seed gets its own teacher on that same set
+    teacher_dir, teacher_seed = os.path.join(out, "teachers", f"{task}-{args.budget}"), 1
+    if args.setting != "full":
+        teacher_dir += f"-{args.setting}-seed{args.seed}"
+        teacher_seed = args.seed
     teacher = args.teacher
     if teacher is None:
         rec = run_stage("teacher", teacher_dir, recipe.teacher_args(
-            data, teacher_dir, base_ckpt, teacher_arch, n_train, metric, budget, 1), args.quiet)
+            data, teacher_dir, base_ckpt, teacher_arch, n_train, metric, budget, teacher_seed)
+            + extra, args.quiet)
         wall["teacher"] = rec["wall_s"]
-        teacher = os.path.join(teacher_dir, "checkpoint_best.pt")
+        teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
     preset, criterion = recipe.METHODS[args.method]
     run_dir = os.path.join(out, "runs", task, args.method, f"seed{args.seed}")
+    if args.setting != "full":
+        run_dir = os.path.join(out, "runs", f"{task}-{args.setting}", args.method,
+                               f"seed{args.seed}")
     init = None
     if preset is not None:
         s1 = os.path.join(run_dir, "stage1")
         wall["stage1"] = run_stage("stage1", s1, recipe.stage1_args(
-            data, s1, preset, teacher, base_ckpt, student_arch, n_train, budget, args.seed),
-            args.quiet)["wall_s"]
+            data, s1, preset, teacher, base_ckpt, student_arch, n_train, budget, args.seed)
+            + extra, args.quiet)["wall_s"]
         init = os.path.join(s1, "checkpoint_last.pt")
     s2 = os.path.join(run_dir, "stage2")
     wall["stage2"] = run_stage("stage2", s2, recipe.stage2_args(
         data, s2, criterion, teacher, init, base_ckpt, student_arch, n_train, metric, budget,
-        args.seed), args.quiet)["wall_s"]
+        args.seed) + extra, args.quiet)["wall_s"]
 
-    names = meta["metrics"]
+    names = list(meta["metrics"]) + ([metric] if metric not in meta["metrics"] else [])
     student = stage_metrics(os.path.join(s2, "train.log"), metric, names)
     teacher_log = os.path.join(os.path.dirname(teacher), "train.log")
     teacher_m = stage_metrics(teacher_log, metric, names)
     student_ckpt = os.path.join(s2, "checkpoint_best.pt")
     report = {
         "task": task, "method": args.method, "seed": args.seed, "budget": args.budget,
+        "setting": args.setting,
         "budget_detail": budget.__dict__, "metric": metric, "metric_names": names,
         "teacher_dev": teacher_m["best"], "student_dev": student["best"],
         "teacher_metrics": teacher_m["metrics"], "student_metrics": student["metrics"],

@@ -76,3 +76,21 @@ def test_missing_data_path_is_named(tmp_path):
     assert proc.returncode != 0
     assert "task.data" in proc.stderr
     assert not list(tmp_path.glob("s1/*.pt"))  # fairseq makes the folder first; nothing in it
+
+
+def test_paper_teacher_config_trains(tiny_env, tmp_path):
+    """The paper budget's config (bert_adam, --clip-norm 1.0, relu head without dropout,
+    update-interval evaluation only) runs as written under fairseq-hydra-train."""
+    save = tmp_path / "paper_teacher"
+    proc = _hydra_train("paper/RTE/teacher", f"task.data={tiny_env['data']}",
+                        f"checkpoint.save_dir={save}",
+                        f"checkpoint.finetune_from_model={tiny_env['ckpt'] / 'model.pt'}",
+                        "model._name=bert", "model.encoder_layers=4",
+                        "model.encoder_embed_dim=32", "model.encoder_attention_heads=4",
+                        "model.encoder_ffn_embed_dim=64", "model.max_position_embeddings=128",
+                        "optimization.max_update=2", "common.cpu=true",
+                        "common.log_format=simple")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "num_updates 2" in log and "'_name': 'bert_adam'" in log
+    assert (save / "checkpoint_last.pt").is_file()

@@ -38,3 +38,24 @@ def test_pipeline_cr_ild_smoke(tiny_env, tmp_path):
     assert json.loads((out / "runs" / "RTE" / "finetune" / "seed2" / "report.json").read_text(
     ))["wall_s"].keys() == {"teacher", "stage2"}
     assert os.path.isfile(out / "base" / "dict.txt")
+
+
+def test_pipeline_label_noise_distils_from_the_last_teacher(tiny_env, tmp_path):
+    """Label noise as the authors run it: flips drawn from the run's seed in every stage, a
+    teacher per seed, and the students distil from its checkpoint_last.pt."""
+    out = tmp_path / "noise"
+    run_script("scripts/run_pipeline.py", "--task", "RTE", "--method", "kd", "--glue-dir",
+               str(tiny_env["glue"]), "--out", str(out), "--base", str(tiny_env["hf"]),
+               "--budget", "smoke", "--student-layers", "2", "--seed", "3",
+               "--setting", "label_noise", "--quiet")
+    run_dir = out / "runs" / "RTE-label_noise" / "kd" / "seed3"
+    report = json.loads((run_dir / "report.json").read_text())
+    teacher_dir = out / "teachers" / "RTE-smoke-label_noise-seed3"
+    assert report["setting"] == "label_noise"
+    assert report["teacher_checkpoint"] == str(teacher_dir / "checkpoint_last.pt")
+    for log in (teacher_dir / "train.log", run_dir / "stage2" / "train.log"):
+        text = log.read_text()
+        assert "--label-noise 0.3" in text.splitlines()[0]  # the stage's command line
+        assert "independent, data seed 3)" in text  # the task's draw, from --seed
+    stage2_cmd = (run_dir / "stage2" / "train.log").read_text().splitlines()[0]
+    assert f"--teacher-path {teacher_dir / 'checkpoint_last.pt'}" in stage2_cmd

@@ -12,10 +12,13 @@ so a forgotten ``task.data=`` or ``checkpoint.save_dir=`` fails before anything 
 
 from __future__ import annotations
 
+import copy
+import functools
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+from fairseq_crild.data.glue_tasks import get_task
 from fairseq_crild.pipeline import recipe
 
 # Official GLUE training-set sizes: they fix the number of updates of each schedule.
@@ -23,6 +26,7 @@ GLUE_TRAIN_SIZES: Dict[str, int] = {
     "CoLA": 8551, "SST-2": 67349, "MRPC": 3668, "STS-B": 5749, "QQP": 363846,
     "MNLI": 392702, "QNLI": 104743, "RTE": 2490, "WNLI": 635,
 }
+# each task's first GLUE metric: the selection metric of budgets with selection="main"
 GLUE_METRICS: Dict[str, str] = {
     "CoLA": "mcc", "SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson", "QQP": "f1",
     "MNLI": "accuracy", "QNLI": "accuracy", "RTE": "accuracy", "WNLI": "accuracy",
@@ -34,7 +38,7 @@ ARCHS: Dict[str, Tuple[List[str], List[str]]] = {
     "cpu": (["--arch", "bert_minilm_l6"], ["--arch", "bert_minilm_l3"]),
 }
 MISSING = "???"
-FEW_SAMPLE, LABEL_NOISE = 1000, 0.3  # the paper's synthetic settings
+FEW_SAMPLE, LABEL_NOISE = recipe.FEW_SAMPLE, recipe.LABEL_NOISE  # the paper's settings
 _PATH_FIELDS = {
     ("task", "data"), ("task", "teacher_path"), ("task", "init_student_from"),
     ("task", "ild_data"), ("checkpoint", "save_dir"), ("checkpoint", "finetune_from_model"),
@@ -45,10 +49,12 @@ _COMPONENTS = {"task", "model", "criterion", "optimizer", "lr_scheduler"}
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One config file: where it goes and the fairseq-train arguments it stands for."""
+    """One config file: where it goes, the fairseq-train arguments it stands for, and the
+    setting (full, few_sample, label_noise) whose teacher checkpoint the students read."""
 
     path: str
     args: List[str]
+    setting: str = "full"
 
 
 def _for_budget(budget_name: str, configs: List[StageConfig]) -> List[StageConfig]:
@@ -59,53 +65,55 @@ def _for_budget(budget_name: str, configs: List[StageConfig]) -> List[StageConfi
     for cfg in configs:
         args = [a for a in cfg.args if a != "--cpu"]
         i = args.index("--num-workers")
-        out.append(StageConfig(cfg.path, args[:i] + args[i + 2:]))
+        out.append(StageConfig(cfg.path, args[:i] + args[i + 2:], cfg.setting))
     return out
 
 
 def stage_configs(budget_name: str, task: str) -> List[StageConfig]:
-    """The teacher, stage-1 (CR-ILD) and stage-2 (KD) configs of one task and budget."""
-    budget = recipe.budget_for(budget_name, task)
-    teacher_arch, student_arch = ARCHS[budget_name]
-    n_train, metric = GLUE_TRAIN_SIZES[task], GLUE_METRICS[task]
-    base = os.path.join(budget_name, task)
-    return _for_budget(budget_name, _stages(base, budget, teacher_arch, student_arch,
-                                            n_train, metric, []))
+    """The teacher, stage-1 (CR-ILD) and stage-2 (KD) configs of one task and budget; the
+    paper budget also gets stage1_cr_ild_release.yaml (the authors' released script)."""
+    configs = _stages(budget_name, os.path.join(budget_name, task), task, "full")
+    if budget_name == "paper":
+        budget = recipe.budget_for(budget_name, task)
+        release = recipe.stage1_args("DATA", "SAVE", "cr_ild_release", "TEACHER", "BASE",
+                                     ARCHS[budget_name][1], GLUE_TRAIN_SIZES[task], budget, 42)
+        configs.append(StageConfig(os.path.join(budget_name, task,
+                                                "stage1_cr_ild_release.yaml"), release))
+    return _for_budget(budget_name, configs)
 
 
 def paper_setting_configs(task: str) -> List[StageConfig]:
     """The paper's settings besides full GLUE: few-sample, label noise, supplementary ILD."""
-    budget = recipe.budget_for("paper", task)
-    teacher_arch, student_arch = ARCHS["paper"]
-    n_train, metric = GLUE_TRAIN_SIZES[task], GLUE_METRICS[task]
     base = os.path.join("paper", task)
-    few = ["--train-subset-size", str(FEW_SAMPLE)]
-    noise = ["--label-noise", str(LABEL_NOISE)]
-    configs = _stages(os.path.join(base, "few_sample"), budget, teacher_arch, student_arch,
-                      min(n_train, FEW_SAMPLE), metric, few)
-    configs += _stages(os.path.join(base, "label_noise"), budget, teacher_arch, student_arch,
-                       n_train, metric, noise)
+    configs = []
+    for setting in ("few_sample", "label_noise"):
+        if setting == "label_noise" and get_task(task).regression:
+            continue  # noise is class flips: the task refuses --label-noise on STS-B
+        configs += _stages("paper", os.path.join(base, setting), task, setting)
     # supplementary-task ILD: stage 1 reads unlabelled pairs from --ild-data instead of the
     # task's training set; the teacher and stage 2 are the task's own.
     supp_n = 100_000  # the authors' 100k Wikipedia pairs; set to your corpus's size
-    stage1 = recipe.stage1_args("DATA", "SAVE", "cr_ild", "TEACHER", "BASE", student_arch,
-                                supp_n, budget, 42)
+    stage1 = recipe.stage1_args("DATA", "SAVE", "cr_ild", "TEACHER", "BASE", ARCHS["paper"][1],
+                                supp_n, recipe.budget_for("paper", task), 42)
     configs.append(StageConfig(os.path.join(base, "supplementary_ild", "stage1.yaml"),
                                stage1 + ["--ild-data", "ILD_DATA", "--ild-data-mode",
                                          "replace"]))
     return _for_budget("paper", configs)
 
 
-def _stages(base: str, budget: recipe.Budget, teacher_arch: List[str],
-            student_arch: List[str], n_train: int, metric: str,
-            extra: List[str]) -> List[StageConfig]:
+def _stages(budget_name: str, base: str, task: str, setting: str) -> List[StageConfig]:
+    budget = recipe.budget_for(budget_name, task, setting)
+    teacher_arch, student_arch = ARCHS[budget_name]
+    n_train = recipe.setting_train_size(GLUE_TRAIN_SIZES[task], setting)
+    metric = recipe.selection_metric(task, budget, GLUE_METRICS[task])
+    extra = recipe.setting_args(setting)
     teacher = recipe.teacher_args("DATA", "SAVE", "BASE", teacher_arch, n_train, metric,
                                   budget, 42)
     stage1 = recipe.stage1_args("DATA", "SAVE", "cr_ild", "TEACHER", "BASE", student_arch,
                                 n_train, budget, 42)
     stage2 = recipe.stage2_args("DATA", "SAVE", "kd", "TEACHER", "STAGE1", "BASE",
                                 student_arch, n_train, metric, budget, 42)
-    return [StageConfig(os.path.join(base, f"{name}.yaml"), args + extra)
+    return [StageConfig(os.path.join(base, f"{name}.yaml"), args + extra, setting)
             for name, args in (("teacher", teacher), ("stage1", stage1), ("stage2", stage2))]
 
 
@@ -116,7 +124,7 @@ def to_yaml(args: List[str], header: Optional[str] = None) -> str:
 
     full = _parse(args)
     named = [args[0]] + _named_only(args)
-    default = _parse(named)
+    default = _defaults(tuple(named))
     out: Dict[str, Dict] = {"common": {"user_dir": "fairseq_crild"}}
     for group, values in full.items():
         if not isinstance(values, dict):
@@ -184,6 +192,17 @@ def _interpolated_fields(group: str, values: Dict) -> Dict[str, str]:
             if isinstance(f.default, str) and f.default.startswith("${")}
 
 
+@functools.lru_cache(maxsize=None)
+def _defaults_cached(named: Tuple[str, ...]) -> Dict:
+    return _parse(list(named))
+
+
+def _defaults(named: Tuple[str, ...]) -> Dict:
+    """fairseq's defaults for these component choices: shared by every task's config of a
+    stage, so parsed once (hydra's compose is most of the rendering time)."""
+    return copy.deepcopy(_defaults_cached(named))
+
+
 def _parse(args: List[str]) -> Dict:
     from fairseq import options
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -215,8 +234,8 @@ def render_all(only: Tuple[str, ...] = ("",)) -> Dict[str, str]:
             continue
         folder, name = os.path.split(cfg.path[: -len(".yaml")])
         more = ""
-        if "--teacher-path" in cfg.args:
-            more += " task.teacher_path=TEACHER.pt"
+        if "--teacher-path" in cfg.args:  # the teacher run's checkpoint for this setting
+            more += " task.teacher_path=TEACHER/" + recipe.teacher_checkpoint(cfg.setting)
         if "--init-student-from" in cfg.args:
             more += " task.init_student_from=BASE.pt"
         if "--finetune-from-model" in cfg.args:
@@ -224,5 +243,9 @@ def render_all(only: Tuple[str, ...] = ("",)) -> Dict[str, str]:
                 "BASE.pt" if name.endswith("teacher") else "STAGE1/checkpoint_last.pt")
         if "--ild-data" in cfg.args:
             more += " task.ild_data=PAIRS_DATA"
-        files[cfg.path] = to_yaml(cfg.args, HEADER.format(folder=folder, name=name, more=more))
+        header = HEADER.format(folder=folder, name=name, more=more)
+        if name == "teacher":
+            header += (f"# the students of this setting distil from this run's "
+                       f"{recipe.teacher_checkpoint(cfg.setting)}\n")
+        files[cfg.path] = to_yaml(cfg.args, header)
     return files

@@ -1,7 +1,16 @@
 """The paper's recipe as data: methods, per-task budgets, and the fairseq-train arguments of
-each stage. Kept free of process handling so tests can check the commands it builds."""
+each stage. Kept free of process handling so tests can check the commands it builds.
 
-from dataclasses import dataclass
+The ``paper`` budget is the authors' protocol (docs/method.md): BertAdam after a global clip
+to 1.0 for every stage, the Linear(relu(pooler)) head without dropout, selection on accuracy
+(MRPC, QQP), (Pearson + Spearman) / 2 (STS-B), MCC (CoLA) or accuracy, dev evaluated every 100
+updates (teacher) / 50 (stage 2) and never at an epoch end, the last incomplete batch of
+stages 1-2 skipped. The CPU budgets keep our defaults: plain Adam (decoupled decay), standard
+BERT head (dropout + Linear), selection on each task's first GLUE metric (F1 for MRPC/QQP,
+Pearson for STS-B), an evaluation at every epoch end too, every batch kept.
+"""
+
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
 # method -> (stage-1 ILD preset or None, stage-2 criterion)
@@ -12,36 +21,73 @@ METHODS: Dict[str, tuple] = {
     "tinybert": ("tinybert", "kd"),
     "minilm": ("minilm", "kd"),
     "l_ild": ("l_ild", "kd"),
-    "cr_ild": ("cr_ild", "kd"),
+    "cr_ild": ("cr_ild", "kd"),  # the paper's method: mixup + consistency on Q/K/V relations
+    "cr_ild_release": ("cr_ild_release", "kd"),  # the authors' released script
     "bert_emd": ("emd", "kd"),  # BERT-EMD many-to-many ILD, then prediction-layer KD
 }
 
 SMALL = {"RTE", "MRPC", "STS-B", "CoLA", "WNLI"}
 MEDIUM = {"SST-2", "QNLI"}
 
+# The paper's settings besides full GLUE (docs/method.md, "synthetic datasets").
+SETTINGS = ("full", "few_sample", "label_noise")
+FEW_SAMPLE = 1000  # training examples, drawn per seed by the task
+LABEL_NOISE = 0.3  # probability that a training label is flipped, independently per example
+FEW_SAMPLE_TEACHER_EPOCHS = 20
+
+# The authors' model selection; tasks not named select on accuracy.
+AUTHORS_SELECTION: Dict[str, str] = {
+    "MRPC": "accuracy", "QQP": "accuracy", "STS-B": "pearson_spearman", "CoLA": "mcc",
+}
+# fairseq has no "never" for --validate-interval (epochs): it evaluates at the end of epoch e
+# when e % interval == 0, so an interval beyond any run's epochs switches epoch-end
+# evaluations off and leaves only the --validate-interval-updates ones.
+NO_EPOCH_EVAL = 1_000_000
+
 
 @dataclass(frozen=True)
 class Budget:
-    """Epochs per stage and the max length; ``max_update`` caps every stage (0 = none)."""
+    """Epochs, batches and learning rates per stage, and the protocol choices that differ
+    between the authors (``paper``) and our CPU budgets. ``max_update`` caps every stage
+    (0 = none)."""
 
     teacher_epochs: int
     stage1_epochs: int
     stage2_epochs: int
     max_len: int = 128
     max_update: int = 0
-    eval_every: int = 50
+    eval_every: int = 50  # stage-2 dev evaluation interval, in updates
     teacher_lr: float = 2e-5
     student_lr: float = 3e-5
+    teacher_eval_every: int = 0  # the teacher's interval (0 = eval_every)
+    teacher_batch: int = 16
+    stage1_batch: int = 32
+    stage2_batch: int = 16
+    optimizer: str = "adam"  # "bert_adam": the authors' (no bias correction, per-param clip)
+    clip_norm: float = 0.0  # global gradient-norm clip before the optimizer (0 = none)
+    head: str = "standard"  # "authors": Linear(relu(pooler)), no dropout
+    selection: str = "main"  # "authors": AUTHORS_SELECTION; "main": the task's first metric
+    epoch_end_eval: bool = True  # also evaluate at every epoch end (fairseq's default)
+    drop_last: bool = False  # stages 1-2 skip the last incomplete training batch
 
 
 def paper_stage1_epochs(task: str) -> int:
-    """20 epochs for small tasks, 10 for SST-2/QNLI, 5 for MNLI/QQP (the authors' scripts)."""
+    """20 epochs for small tasks, 10 for SST-2/QNLI, 5 for MNLI/QQP (the authors' scripts).
+    By task name, also in the few-sample setting (the authors' per-task scripts)."""
     return 20 if task in SMALL else 10 if task in MEDIUM else 5
 
 
-def budget_for(name: str, task: str) -> Budget:
+def budget_for(name: str, task: str, setting: str = "full") -> Budget:
+    """The budget ``name`` for ``task`` in ``setting`` (full, few_sample, label_noise)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"--setting {setting!r}: choose {', '.join(SETTINGS)}")
     if name == "paper":  # the authors' settings (BERT-base teacher, lr 2e-5 / 3e-5)
-        return Budget(4, paper_stage1_epochs(task), 4)
+        budget = Budget(4, paper_stage1_epochs(task), 4, eval_every=50, teacher_eval_every=100,
+                        optimizer="bert_adam", clip_norm=1.0, head="authors",
+                        selection="authors", epoch_end_eval=False, drop_last=True)
+        if setting == "few_sample":  # the authors fine-tune the few-sample teacher longer
+            budget = replace(budget, teacher_epochs=FEW_SAMPLE_TEACHER_EPOCHS)
+        return budget
     # CPU budgets for the 384-wide MiniLM. Measured on RTE: the teacher fine-tunes best at
     # 2e-5 (55.9 after 3 epochs; 1e-4 fell to 48.5), the 3-layer student needs 1e-4 to move
     # off the majority class within one epoch per stage.
@@ -57,20 +103,84 @@ def budget_for(name: str, task: str) -> Budget:
 
 
 def metric_for(task_meta: dict) -> str:
+    """The task's first GLUE metric (the CPU budgets' selection metric)."""
     return task_meta.get("main_metric") or task_meta["metrics"][0]
 
 
+def selection_metric(task: str, budget: Budget, main_metric: str) -> str:
+    """The dev metric that picks the best checkpoint: the authors' per-task choice under
+    ``selection="authors"``, else ``main_metric`` (the task's first GLUE metric)."""
+    if budget.selection == "authors":
+        return AUTHORS_SELECTION.get(task, "accuracy")
+    if budget.selection != "main":
+        raise ValueError(f"Budget.selection {budget.selection!r}: choose 'authors' or 'main'")
+    return main_metric
+
+
+def setting_args(setting: str) -> List[str]:
+    """Task options of a setting, for every stage (the task draws the subset and the flipped
+    labels from --seed, so a seed's teacher and students see the same training set)."""
+    if setting == "few_sample":
+        return ["--train-subset-size", str(FEW_SAMPLE)]
+    if setting == "label_noise":
+        return ["--label-noise", str(LABEL_NOISE)]
+    if setting != "full":
+        raise ValueError(f"--setting {setting!r}: choose {', '.join(SETTINGS)}")
+    return []
+
+
+def setting_train_size(n_train: int, setting: str) -> int:
+    """Training examples a setting trains on (fixes the number of scheduled updates)."""
+    return min(n_train, FEW_SAMPLE) if setting == "few_sample" else n_train
+
+
+def teacher_checkpoint(setting: str) -> str:
+    """Which teacher checkpoint the students distil from: the best dev evaluation, except
+    under label noise, where the authors keep the last one (their evaluation interval never
+    fires on these sets)."""
+    return "checkpoint_last.pt" if setting == "label_noise" else "checkpoint_best.pt"
+
+
+def head_args(budget: Budget) -> List[str]:
+    """Classifier head options, for the teacher and every student."""
+    if budget.head == "authors":  # Linear(relu(tanh pooler)), no dropout
+        return ["--classifier-activation", "relu", "--pooler-dropout", "0"]
+    if budget.head != "standard":
+        raise ValueError(f"Budget.head {budget.head!r}: choose 'authors' or 'standard'")
+    return []  # the model's defaults: dropout 0.1 + Linear(pooler)
+
+
+def optimizer_args(budget: Budget) -> List[str]:
+    """Adam (decoupled weight decay 0.01, none on biases and LayerNorm weights), or the
+    authors' BertAdam (no bias correction, each parameter's gradient clipped to norm 1.0
+    before its moment update) after fairseq's global --clip-norm."""
+    if budget.optimizer not in ("adam", "bert_adam"):
+        raise ValueError(f"Budget.optimizer {budget.optimizer!r}: choose adam or bert_adam")
+    args = ["--optimizer", budget.optimizer, "--adam-betas", "(0.9,0.999)", "--adam-eps",
+            "1e-6", "--weight-decay", "0.01"]
+    if budget.clip_norm:
+        args += ["--clip-norm", str(budget.clip_norm)]
+    return args
+
+
+def updates_per_epoch(n_train: int, batch: int, drop_last: bool = False) -> int:
+    """Optimizer updates in one epoch of ``n_train`` examples (one process)."""
+    return n_train // batch if drop_last else -(-n_train // batch)
+
+
 def _schedule(lr: float, batch: int, epochs: int, n_train: int, budget: Budget,
-              warmup: float = 0.1) -> List[str]:
-    """AdamW (wd 0.01), linear warm-up then linear decay over the run, as the paper."""
-    updates = -(-n_train // batch) * epochs
+              warmup: float = 0.1, drop_last: bool = False) -> List[str]:
+    """The budget's optimizer, linear warm-up (10%) then linear decay over the run."""
+    updates = updates_per_epoch(n_train, batch, drop_last) * epochs
     if budget.max_update:
         updates = min(updates, budget.max_update)
-    args = ["--optimizer", "adam", "--adam-betas", "(0.9,0.999)", "--adam-eps", "1e-6",
-            "--weight-decay", "0.01", "--lr", str(lr), "--lr-scheduler", "polynomial_decay",
-            "--warmup-updates", str(max(1, int(updates * warmup))),
-            "--total-num-update", str(updates), "--batch-size", str(batch),
-            "--max-epoch", str(epochs)]
+    args = optimizer_args(budget) + [
+        "--lr", str(lr), "--lr-scheduler", "polynomial_decay",
+        "--warmup-updates", str(max(1, int(updates * warmup))),
+        "--total-num-update", str(updates), "--batch-size", str(batch),
+        "--max-epoch", str(epochs)]
+    if drop_last:
+        args += ["--drop-last-train-batch"]
     if budget.max_update:
         args += ["--max-update", str(budget.max_update)]
     return args
@@ -83,42 +193,55 @@ def common_args(data: str, save_dir: str, seed: int, budget: Budget) -> List[str
             "--log-interval", str(min(10, budget.eval_every)), "--no-epoch-checkpoints"]
 
 
-def selection_args(metric: str, budget: Budget) -> List[str]:
-    """Dev evaluation every ``eval_every`` updates, each followed by a save: fairseq updates
-    checkpoint_best.pt only when it saves, so a mid-epoch best would otherwise be reported
-    from the log but missing from checkpoint_best.pt. One interval checkpoint is kept."""
-    every = str(budget.eval_every)
-    return ["--best-checkpoint-metric", metric, "--maximize-best-checkpoint-metric",
-            "--validate-interval-updates", every, "--save-interval-updates", every,
+def selection_args(metric: str, budget: Budget, every: int = 0) -> List[str]:
+    """Dev evaluation every ``every`` updates (default the budget's ``eval_every``), each
+    followed by a save: fairseq updates checkpoint_best.pt only when it saves, so a mid-epoch
+    best would otherwise be reported from the log but missing from checkpoint_best.pt. One
+    interval checkpoint is kept.
+
+    Without ``epoch_end_eval`` no evaluation runs at an epoch end (epoch-end saves still
+    write checkpoint_last.pt). fairseq still evaluates once when ``--max-update`` stops a run
+    (its ``should_stop`` forces a validation before the final save); the paper budget sets no
+    --max-update, so it has none."""
+    every_s = str(every or budget.eval_every)
+    args = ["--best-checkpoint-metric", metric, "--maximize-best-checkpoint-metric",
+            "--validate-interval-updates", every_s, "--save-interval-updates", every_s,
             "--keep-interval-updates", "1"]
+    if not budget.epoch_end_eval:
+        args += ["--validate-interval", str(NO_EPOCH_EVAL)]
+    return args
 
 
 def teacher_args(data: str, save_dir: str, base_ckpt: str, arch_args: List[str], n_train: int,
                  metric: str, budget: Budget, seed: int) -> List[str]:
-    return (common_args(data, save_dir, seed, budget) + arch_args
+    return (common_args(data, save_dir, seed, budget) + arch_args + head_args(budget)
             + ["--criterion", "glue_ce", "--finetune-from-model", base_ckpt]
-            + _schedule(budget.teacher_lr, 16, budget.teacher_epochs, n_train, budget)
-            + selection_args(metric, budget))
+            + _schedule(budget.teacher_lr, budget.teacher_batch, budget.teacher_epochs,
+                        n_train, budget)
+            + selection_args(metric, budget, budget.teacher_eval_every))
 
 
 def stage1_args(data: str, save_dir: str, preset: str, teacher: str, base_ckpt: str,
                 student_args: List[str], n_train: int, budget: Budget, seed: int) -> List[str]:
-    return (common_args(data, save_dir, seed, budget) + student_args
+    return (common_args(data, save_dir, seed, budget) + student_args + head_args(budget)
             + ["--criterion", "cr_ild", "--ild-preset", preset, "--teacher-path", teacher,
                "--init-student-from", base_ckpt, "--init-student-layers", "first",
                "--disable-validation"]
-            + _schedule(budget.student_lr, 32, budget.stage1_epochs, n_train, budget))
+            + _schedule(budget.student_lr, budget.stage1_batch, budget.stage1_epochs, n_train,
+                        budget, drop_last=budget.drop_last))
 
 
 def stage2_args(data: str, save_dir: str, criterion: str, teacher: Optional[str],
                 init_ckpt: Optional[str], base_ckpt: str, student_args: List[str],
                 n_train: int, metric: str, budget: Budget, seed: int) -> List[str]:
-    args = common_args(data, save_dir, seed, budget) + student_args + ["--criterion", criterion]
+    args = (common_args(data, save_dir, seed, budget) + student_args + head_args(budget)
+            + ["--criterion", criterion])
     if criterion == "kd":
         args += ["--teacher-path", teacher, "--temperature", "2"]
     if init_ckpt:
         args += ["--finetune-from-model", init_ckpt]
     else:  # no stage 1: the student starts from the pretrained model's first layers
         args += ["--init-student-from", base_ckpt, "--init-student-layers", "first"]
-    return (args + _schedule(budget.student_lr, 16, budget.stage2_epochs, n_train, budget)
+    return (args + _schedule(budget.student_lr, budget.stage2_batch, budget.stage2_epochs,
+                             n_train, budget, drop_last=budget.drop_last)
             + selection_args(metric, budget))
