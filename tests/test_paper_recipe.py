@@ -194,11 +194,13 @@ def test_every_committed_config_is_generated():
 # ----------------------------------------------------------------------- fairseq's behaviour
 
 
-def test_fairseq_evaluates_only_on_the_update_interval(tiny_env, tmp_path):
+def test_fairseq_runs_the_paper_protocol(tiny_env, tmp_path):
     """A paper-shaped teacher run (bert_adam + clip, relu head without dropout, no epoch-end
     evaluation) on 48 examples: 3 updates per epoch, 2 epochs, evaluation every 2 updates.
-    fairseq then evaluates at updates 2, 4 and 6 only (not at the epoch end, update 3)."""
-    budget = recipe.Budget(2, 1, 1, eval_every=2, teacher_eval_every=2, optimizer="bert_adam",
+    fairseq then evaluates at updates 2, 4 and 6 only (not at the epoch end, update 3).
+    Then stage 1 with the authors' released preset from that teacher: batch 32 with the last
+    incomplete batch dropped is 48 // 32 = 1 update per epoch, as its schedule counts."""
+    budget = recipe.Budget(2, 2, 1, eval_every=2, teacher_eval_every=2, optimizer="bert_adam",
                            clip_norm=1.0, head="authors", selection="authors",
                            epoch_end_eval=False, drop_last=True)
     arch = ["--arch", "bert", "--encoder-layers", "4", "--encoder-embed-dim", "32",
@@ -224,3 +226,16 @@ def test_fairseq_evaluates_only_on_the_update_interval(tiny_env, tmp_path):
     assert state["cfg"]["optimizer"]["_name"] == "bert_adam"
     assert state["cfg"]["optimization"]["clip_norm"] == 1.0
     assert (save / "checkpoint_best.pt").is_file()
+
+    s1 = tmp_path / "stage1"
+    args = recipe.stage1_args(str(tiny_env["data"]), str(s1), "cr_ild_release",
+                              str(save / "checkpoint_last.pt"),
+                              str(tiny_env["ckpt"] / "model.pt"),
+                              arch[:2] + ["--encoder-layers", "2"] + arch[4:], 48, budget, 3)
+    assert opt(args, "--total-num-update") == "2"
+    proc = run_script("-m", "fairseq_cli.train", *args,
+                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log.write_text(proc.stdout + proc.stderr)
+    assert [int(r["train_num_updates"]) for r in parse_log(str(log), "train")] == [1, 2]
+    assert "skipped 16 of 48 training" in log.read_text()
+    assert not parse_log(str(log))  # stage 1 never evaluates
