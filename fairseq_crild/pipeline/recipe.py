@@ -5,7 +5,8 @@ The ``paper`` budget is the authors' protocol (docs/method.md): BertAdam after a
 to 1.0 for every stage, the Linear(relu(pooler)) head without dropout, selection on accuracy
 (MRPC, QQP), (Pearson + Spearman) / 2 (STS-B), MCC (CoLA) or accuracy, dev evaluated every 100
 updates (teacher) / 50 (stage 2) and never at an epoch end, the last incomplete batch of
-stages 1-2 skipped. The CPU budgets keep our defaults: plain Adam (decoupled decay), standard
+every stage skipped (teacher included). The CPU budgets keep our defaults: plain Adam
+(decoupled decay), standard
 BERT head (dropout + Linear), selection on each task's first GLUE metric (F1 for MRPC/QQP,
 Pearson for STS-B), an evaluation at every epoch end too, every batch kept.
 """
@@ -68,7 +69,7 @@ class Budget:
     head: str = "standard"  # "authors": Linear(relu(pooler)), no dropout
     selection: str = "main"  # "authors": AUTHORS_SELECTION; "main": the task's first metric
     epoch_end_eval: bool = True  # also evaluate at every epoch end (fairseq's default)
-    drop_last: bool = False  # stages 1-2 skip the last incomplete training batch
+    drop_last: bool = False  # every stage skips the last incomplete training batch
 
 
 def paper_stage1_epochs(task: str) -> int:
@@ -217,7 +218,7 @@ def teacher_args(data: str, save_dir: str, base_ckpt: str, arch_args: List[str],
     return (common_args(data, save_dir, seed, budget) + arch_args + head_args(budget)
             + ["--criterion", "glue_ce", "--finetune-from-model", base_ckpt]
             + _schedule(budget.teacher_lr, budget.teacher_batch, budget.teacher_epochs,
-                        n_train, budget)
+                        n_train, budget, drop_last=budget.drop_last)
             + selection_args(metric, budget, budget.teacher_eval_every))
 
 
