@@ -199,9 +199,13 @@ def batch_generator(seed: int, update: int, micro_batch: int) -> torch.Generator
 
 def call_main(original: Callable[..., Any], cfg: Any, main: Callable[..., Any],
               **kwargs: Any) -> Any:
-    """fairseq's ``call_main`` with the CPU launch of :func:`resolve_cpu_launch`."""
+    """fairseq's ``call_main`` with the CPU launch of :func:`resolve_cpu_launch` (and the
+    precision check of :func:`fairseq_crild.device.check_precision`)."""
     from fairseq.distributed import utils as distributed_utils
 
+    from fairseq_crild.device import check_precision
+
+    check_precision(cfg)  # --fp16 without CUDA: one sentence, not fairseq's AssertionError
     if not on_cpu(cfg) or cfg.common.tpu:
         if cfg.distributed_training.distributed_init_method is None:
             distributed_utils.infer_init_method(cfg.distributed_training)

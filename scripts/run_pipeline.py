@@ -4,12 +4,15 @@
     python scripts/run_pipeline.py --task RTE --method cr_ild --glue-dir GLUE --out runs/x \\
         [--seed 1] [--budget cpu|table|paper|smoke] [--setting full|few_sample|label_noise]
         [--base minilm|HF_DIR] [--student-layers 3] [--teacher CKPT]
+        [--device auto|cpu|cuda] [--bf16 | --fp16] [--dry-run]
 
 convert the pretrained model -> prepare data -> fine-tune the teacher (or reuse --teacher /
 an earlier run's) -> stage 1 ILD (methods pkd, tinybert, minilm, l_ild, cr_ild,
 cr_ild_release, bert_emd) -> stage 2 (kd, or glue_ce for 'finetune') -> report.json /
 report.md / dev_curve.png. Finished stages are reused; an interrupted stage resumes from its
-checkpoint when the command is rerun.
+checkpoint when the command is rerun. Every stage runs on --device (auto: CUDA when this
+machine has it, else the CPU) in --bf16 / --fp16 / fp32; each prints its updates done / total
+and an ETA as fairseq logs them.
 """
 
 import argparse
@@ -62,11 +65,25 @@ def main(argv=None) -> int:
     p.add_argument("--student-layers", type=int, default=3)
     p.add_argument("--teacher", default=None, help="reuse this fine-tuned teacher checkpoint")
     p.add_argument("--quiet", action="store_true", help="only stage start/end lines")
+    p.add_argument("--device", default="auto", choices=recipe.DEVICES,
+                   help="where every stage trains: auto (default: CUDA when this machine has a "
+                   "CUDA device, else the CPU), cpu (--cpu) or cuda (one GPU)")
+    precision = p.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", dest="precision", action="store_const", const="bf16",
+                           help="bfloat16 in every stage (CPU or GPU; fp32 master weights)")
+    precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
+                           help="float16 in every stage (CUDA only)")
+    p.set_defaults(precision="fp32")
+    p.add_argument("--dry-run", action="store_true", help="print each stage's fairseq-train "
+                   "arguments as JSON instead of running them (the pretrained model and the "
+                   "data are still converted / prepared)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)  # stage logs go to their train.log files
     for name in ("fairseq", "fairseq_crild", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    try:
+    try:  # an impossible device / precision fails before any conversion
+        args.device_flags = recipe.device_args(recipe.resolve_device(args.device),
+                                               args.precision)
         report = run(args)
     except (StageFailed, ValueError, FileNotFoundError) as err:
         print(f"run_pipeline: error: {err}", file=sys.stderr)
@@ -86,7 +103,6 @@ def _sh(*cmd: str) -> None:
 
 def run(args) -> str:
     from fairseq_crild.data.glue_tasks import get_task
-
     task = get_task(args.task).name
     out = os.path.abspath(args.out)
     base_dir = os.path.join(out, "base")
@@ -100,6 +116,16 @@ def run(args) -> str:
     with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)
     budget = recipe.budget_for(args.budget, task, args.setting)
+    device = getattr(args, "device_flags", None) or recipe.device_args(
+        recipe.resolve_device(args.device), args.precision)
+    commands: dict = {}
+
+    def stage(name: str, save_dir: str, stage_args: list) -> dict:
+        if args.dry_run:
+            commands[name] = stage_args + device
+            return {"wall_s": 0.0}
+        return run_stage(name, save_dir, stage_args + device, args.quiet)
+
     metric = recipe.selection_metric(task, budget, recipe.metric_for(meta))
     n_train = recipe.setting_train_size(meta["splits"]["train"], args.setting)
     extra = recipe.setting_args(args.setting)  # every stage sees the setting's training set
@@ -115,9 +141,9 @@ def run(args) -> str:
         teacher_seed = args.seed
     teacher = args.teacher
     if teacher is None:
-        rec = run_stage("teacher", teacher_dir, recipe.teacher_args(
+        rec = stage("teacher", teacher_dir, recipe.teacher_args(
             data, teacher_dir, base_ckpt, teacher_arch, n_train, metric, budget, teacher_seed)
-            + extra, args.quiet)
+            + extra)
         wall["teacher"] = rec["wall_s"]
         teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
@@ -129,14 +155,16 @@ def run(args) -> str:
     init = None
     if preset is not None:
         s1 = os.path.join(run_dir, "stage1")
-        wall["stage1"] = run_stage("stage1", s1, recipe.stage1_args(
+        wall["stage1"] = stage("stage1", s1, recipe.stage1_args(
             data, s1, preset, teacher, base_ckpt, student_arch, n_train, budget, args.seed)
-            + extra, args.quiet)["wall_s"]
+            + extra)["wall_s"]
         init = os.path.join(s1, "checkpoint_last.pt")
     s2 = os.path.join(run_dir, "stage2")
-    wall["stage2"] = run_stage("stage2", s2, recipe.stage2_args(
+    wall["stage2"] = stage("stage2", s2, recipe.stage2_args(
         data, s2, criterion, teacher, init, base_ckpt, student_arch, n_train, metric, budget,
-        args.seed) + extra, args.quiet)["wall_s"]
+        args.seed) + extra)["wall_s"]
+    if args.dry_run:
+        return json.dumps(commands, indent=1)
 
     names = list(meta["metrics"]) + ([metric] if metric not in meta["metrics"] else [])
     student = stage_metrics(os.path.join(s2, "train.log"), metric, names)

@@ -58,9 +58,11 @@ class StageConfig:
 
 
 def _for_budget(budget_name: str, configs: List[StageConfig]) -> List[StageConfig]:
-    """The paper budget targets GPUs: drop the CPU-only flags the pipeline adds."""
+    """The CPU budgets run with ``--cpu`` (the recipe's commands are device-neutral); the
+    paper budget targets GPUs: no --cpu, no CPU-only flags."""
     if budget_name != "paper":
-        return configs
+        return [StageConfig(c.path, c.args + recipe.device_args("cpu"), c.setting)
+                for c in configs]
     out = []
     for cfg in configs:
         args = [a for a in cfg.args if a != "--cpu"]

@@ -187,8 +187,48 @@ def _schedule(lr: float, batch: int, epochs: int, n_train: int, budget: Budget,
     return args
 
 
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def resolve_device(choice: str, cuda_available: Optional[bool] = None) -> str:
+    """``auto`` (CUDA when this machine has a CUDA device, else the CPU), ``cpu`` or
+    ``cuda``; ``cuda`` without a CUDA device is refused."""
+    if choice not in DEVICES:
+        raise ValueError(f"--device {choice!r}: choose {', '.join(DEVICES)}")
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if choice == "auto":
+        return "cuda" if cuda_available else "cpu"
+    if choice == "cuda" and not cuda_available:
+        raise ValueError("--device cuda: this machine has no CUDA device (torch "
+                         ".cuda.is_available() is False); use --device cpu or auto")
+    return choice
+
+
+def device_args(device: str, precision: str = "fp32") -> List[str]:
+    """fairseq-train flags of every stage for ``device`` (cpu or cuda, resolved) and
+    ``precision``: ``--cpu`` only on the CPU; on CUDA one process (``--distributed-world-size
+    1``: the recipe's batches and update counts are per update of one process, and fairseq
+    would otherwise spread a run over every visible GPU, multiplying the batch); ``--bf16``
+    on either device, ``--fp16`` on CUDA only (fairseq's fp16 is CUDA-only)."""
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: resolve it first (cpu or cuda)")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if device == "cpu" and precision == "fp16":
+        raise ValueError("--fp16 needs a GPU; use --bf16 on the CPU")
+    args = ["--cpu"] if device == "cpu" else ["--distributed-world-size", "1"]
+    if precision != "fp32":
+        args.append(f"--{precision}")
+    return args
+
+
 def common_args(data: str, save_dir: str, seed: int, budget: Budget) -> List[str]:
-    return [data, "--user-dir", "fairseq_crild", "--task", "distill_glue", "--cpu",
+    """Options of every stage; device-neutral (the caller adds :func:`device_args`)."""
+    return [data, "--user-dir", "fairseq_crild", "--task", "distill_glue",
             "--num-workers", "0", "--seed", str(seed), "--save-dir", save_dir,
             "--max-positions", str(budget.max_len), "--log-format", "json",
             "--log-interval", str(min(10, budget.eval_every)), "--no-epoch-checkpoints"]

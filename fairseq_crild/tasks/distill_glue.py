@@ -62,6 +62,8 @@ from fairseq_crild.teacher import (
 logger = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
+# criterions that read the teacher; evaluating a saved student uses glue_ce instead
+TEACHER_CRITERIA = ("kd", "cr_ild")
 
 
 class GlueDataError(ValueError):
@@ -232,6 +234,7 @@ class DistillGlueTask(FairseqTask):
         self.num_updates = 0
         self.pad_length = int(cfg.pad_to_length or 0)  # pad_every_batch_to may raise it
         self.criterion_uses_mixup = False  # set by build_criterion; read by --train-batches auto
+        self.evaluation_only = False  # set by build_model(from_checkpoint=True): no teacher
         # saved in every checkpoint ("task_state"): lets a later run check that a teacher
         # indexes tokens and labels exactly as its student does
         self.state.merge_state_dict({
@@ -406,7 +409,11 @@ class DistillGlueTask(FairseqTask):
         model.register_classification_head(
             self.cfg.classification_head_name, num_classes=self.num_classes
         )
-        if self.cfg.init_student_from:
+        if from_checkpoint:
+            # evaluating a saved model (fairseq-validate, ensembles): its weights come from the
+            # checkpoint, so neither the initialisation source nor the teachers are read
+            self.evaluation_only = True
+        if self.cfg.init_student_from and not from_checkpoint:
             state = read_checkpoint(self.cfg.init_student_from)
             source = state["model"]
             if is_fairseq_roberta(state):  # e.g. roberta.base's first layers
@@ -415,8 +422,8 @@ class DistillGlueTask(FairseqTask):
             layers = select_source_layers(self.cfg.init_student_layers, model.num_layers,
                                           n_source)
             copy_layers_into(model, source, layers)
-        if self.cfg.teacher_path and self._teachers is None:
-            self._teachers = self.load_teachers()
+        if self.cfg.teacher_path and self._teachers is None and not from_checkpoint:
+            self._teachers = self.load_teachers()  # training: a wrong path fails before any step
         self.student = model
         return model
 
@@ -468,12 +475,26 @@ class DistillGlueTask(FairseqTask):
     def build_criterion(self, cfg, from_checkpoint: bool = False):
         """Lets a criterion prepare the student (e.g. freeze parameters its loss never
         reaches) before fairseq wraps it in DDP and builds the optimizer."""
+        name = getattr(cfg, "_name", None)
+        if self.evaluation_only and name in TEACHER_CRITERIA:
+            # a saved student is evaluated on its labels: its teacher may have moved or be
+            # gone, and the student's metrics do not depend on it
+            logger.info(f"evaluating a saved student: criterion {name} replaced by glue_ce "
+                        "(loss on the labels, the same GLUE metrics); its teacher is not loaded")
+            cfg = OmegaConf.create({"_name": "glue_ce"})
         criterion = super().build_criterion(cfg, from_checkpoint)
         prepare = getattr(criterion, "prepare_student", None)
         if prepare is not None and self.student is not None:
             prepare(self.student)
         self.criterion_uses_mixup = bool(getattr(criterion, "use_mixup", False))
         return criterion
+
+    def build_generator(self, models, args, **kwargs):
+        """fairseq-interactive / fairseq-generate decode sequences; this task classifies."""
+        raise GlueDataError(
+            "distill_glue classifies sentence pairs and generates no text, so "
+            "fairseq-interactive and fairseq-generate cannot run it: classify with "
+            "scripts/classify.py (or fairseq_crild.hub) and score dev with fairseq-validate")
 
     # ------------------------------------------------------------------ batching
     def pad_every_batch_to(self, length: int) -> None:

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Every option of the plugin's task, criterions, models and optimizer, with its help.
+
+    python scripts/list_options.py [distill_glue cr_ild kd ...] [--kind criterion]
+        [--format text|markdown]
+
+Same as ``python -m fairseq_crild.options_help`` (see there).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from fairseq_crild.options_help import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

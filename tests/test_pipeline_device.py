@@ -1,0 +1,164 @@
+"""The pipeline on any device: --device / --bf16 / --fp16 in every stage's command, built
+without a GPU; progress lines (updates done / total, ETA) from fairseq's log records."""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from fairseq_crild.pipeline import recipe, runner
+from fairseq_crild.pipeline.runner import Progress, num_updates_of, total_updates
+
+DEVICE_FLAGS = {"--cpu", "--bf16", "--fp16", "--distributed-world-size", "1"}
+
+
+def test_resolve_device():
+    assert recipe.resolve_device("auto", cuda_available=True) == "cuda"
+    assert recipe.resolve_device("auto", cuda_available=False) == "cpu"
+    assert recipe.resolve_device("cpu", cuda_available=True) == "cpu"
+    with pytest.raises(ValueError, match="--device cuda: this machine has no CUDA device"):
+        recipe.resolve_device("cuda", cuda_available=False)
+    with pytest.raises(ValueError, match="--device 'tpu'"):
+        recipe.resolve_device("tpu", cuda_available=False)
+
+
+def test_device_args():
+    assert recipe.device_args("cpu") == ["--cpu"]
+    assert recipe.device_args("cpu", "bf16") == ["--cpu", "--bf16"]
+    assert recipe.device_args("cuda", "fp16") == ["--distributed-world-size", "1", "--fp16"]
+    assert recipe.device_args("cuda", "bf16") == ["--distributed-world-size", "1", "--bf16"]
+    with pytest.raises(ValueError, match="--fp16 needs a GPU; use --bf16 on the CPU"):
+        recipe.device_args("cpu", "fp16")
+
+
+def test_stage_builders_are_device_neutral():
+    budget = recipe.budget_for("cpu", "RTE")
+    stages = [recipe.teacher_args("D", "S", "B", [], 100, "accuracy", budget, 1),
+              recipe.stage1_args("D", "S", "cr_ild", "T", "B", [], 100, budget, 1),
+              recipe.stage2_args("D", "S", "kd", "T", "I", "B", [], 100, "accuracy", budget, 1)]
+    for args in stages:
+        assert "--cpu" not in args and "--fp16" not in args and "--bf16" not in args
+
+
+def _dry_run(tiny_env, out, monkeypatch, capsys, cuda: bool, *flags):
+    sys.path.insert(0, runner.ROOT)
+    from scripts import run_pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    rc = run_pipeline.main(["--task", "RTE", "--method", "cr_ild", "--glue-dir",
+                            str(tiny_env["glue"]), "--base", str(tiny_env["hf"]), "--out",
+                            str(out), "--budget", "smoke", "--dry-run", *flags])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    return json.loads(captured.out[captured.out.index("{"):])
+
+
+def test_commands_built_for_cuda_carry_no_cpu(tiny_env, tmp_path, monkeypatch, capsys):
+    """On a "CUDA" machine (torch.cuda.is_available patched), --device auto --fp16 gives
+    every stage --fp16 and no --cpu; the rest of each command is the CPU run's."""
+    gpu = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, True, "--fp16")
+    cpu = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, False, "--bf16")
+    assert set(gpu) == set(cpu) == {"teacher", "stage1", "stage2"}
+    for name in gpu:
+        assert "--cpu" not in gpu[name] and "--fp16" in gpu[name]
+        assert gpu[name][-3:] == ["--distributed-world-size", "1", "--fp16"]
+        assert cpu[name][-2:] == ["--cpu", "--bf16"] and cpu[name].count("--cpu") == 1
+        assert gpu[name][:-3] == cpu[name][:-2]
+    explicit = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, True, "--device", "cpu")
+    assert all(args[-1] == "--cpu" for args in explicit.values())
+
+
+def test_impossible_device_fails_before_any_work(tiny_env, tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, runner.ROOT)
+    from scripts import run_pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for flags in (["--device", "cuda"], ["--device", "cpu", "--fp16"]):
+        rc = run_pipeline.main(["--task", "RTE", "--method", "kd", "--glue-dir",
+                                str(tiny_env["glue"]), "--out", str(tmp_path / "x"), *flags])
+        assert rc == 1
+        assert "run_pipeline: error:" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_total_updates_is_the_scheduled_count():
+    budget = recipe.budget_for("cpu", "RTE")  # stage 2: batch 16, 1 epoch
+    args = recipe.stage2_args("D", "S", "kd", "T", "I", "B", [], 100, "accuracy", budget, 1)
+    assert total_updates(args) == 7  # ceil(100 / 16)
+    smoke = recipe.budget_for("smoke", "RTE")  # capped by --max-update 4
+    assert total_updates(recipe.stage1_args("D", "S", "cr_ild", "T", "B", [], 100, smoke,
+                                            1)) == 4
+    assert total_updates(["--lr", "1"]) is None
+
+
+JSON_INNER = ('2026-12-01 10:11:54 | INFO | train_inner | {"epoch": 1, "update": 0.064, '
+              '"loss": "0.6957", "num_updates": "10", "lr": "4.3e-06", "wall": "8"}')
+SIMPLE_INNER = ("2026-12-01 10:11:54 | INFO | train_inner | epoch 001:     10 / 156 "
+                "loss=0.696, num_updates=10, lr=4.3e-06")
+JSON_TRAIN = ('2026-12-01 10:14:03 | INFO | train | {"epoch": 1, "train_loss": "0.6927", '
+              '"train_num_updates": "156"}')
+SIMPLE_TRAIN = ("2026-12-01 10:14:03 | INFO | train | epoch 001 | loss 0.693 | "
+                "num_updates 156 | lr 1.4e-05")
+VALID = ('2026-12-01 10:14:03 | INFO | valid | {"epoch": 1, "valid_loss": "0.69", '
+         '"valid_num_updates": "156"}')
+
+
+def test_num_updates_of_fairseq_records():
+    assert num_updates_of(JSON_INNER) == 10
+    assert num_updates_of(SIMPLE_INNER) == 10
+    assert num_updates_of(JSON_TRAIN) == 156
+    assert num_updates_of(SIMPLE_TRAIN) == 156
+    assert num_updates_of(VALID) is None
+    assert num_updates_of("| INFO | fairseq_cli.train | num_updates 3") is None
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_and_eta_by_hand():
+    clock = Clock()
+    p = Progress(40, clock=clock)  # fresh stage: rate measured from the start (t = 0)
+    clock.t = 30.0
+    assert p.update(10) == "update 10/40 (25%), 3.00 s/update, ETA 1m30s"  # 30 x 3 s
+    clock.t = 90.0
+    assert p.update(30) == "update 30/40 (75%), 3.00 s/update, ETA 30s"
+    clock.t = 4000.0
+    assert p.update(40).endswith("ETA 0s")
+
+
+def test_progress_after_resume_measures_this_process_only():
+    clock = Clock()
+    p = Progress(400, resuming=True, clock=clock)
+    clock.t = 5.0
+    assert p.update(200) == "update 200/400 (50%)"  # updates 1..200 ran in an earlier process
+    clock.t = 25.0
+    assert p.update(210) == "update 210/400 (52%), 2.00 s/update, ETA 6m20s"  # 190 x 2 s
+    unknown_total = Progress(None, clock=clock)  # started at t = 25
+    clock.t = 50.0
+    assert unknown_total.update(5) == "update 5, 5.00 s/update"
+
+
+def test_run_stage_prints_progress(tmp_path, monkeypatch, capsys):
+    """run_stage turns fairseq's records into progress lines (fake process, no training)."""
+    lines = [JSON_INNER + "\n", VALID + "\n", JSON_TRAIN + "\n"]
+
+    class FakeProc:
+        def __init__(self, cmd, **kwargs):
+            self.cmd, self.stdout = cmd, iter(lines)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(runner.subprocess, "Popen", FakeProc)
+    runner.run_stage("teacher", str(tmp_path / "t"), ["D", "--total-num-update", "156"])
+    out = capsys.readouterr().out
+    assert "[teacher] update 10/156 (6%)" in out and "ETA" in out
+    assert "[teacher] update 156/156 (100%)" in out
+    assert "valid_loss=0.69" in out
+    assert (tmp_path / "t" / "train.log").read_text().count("train_inner") == 1
