@@ -23,6 +23,45 @@ class UnsafeCheckpointError(RuntimeError):
     """A checkpoint holds objects that safe loading refuses, or is not a checkpoint at all."""
 
 
+class NotACheckpointError(UnsafeCheckpointError):
+    """A readable torch file that is not a fairseq checkpoint (a tensor, a list, a dict
+    without ``model``): fairseq's loader would fail on it with a KeyError or TypeError."""
+
+
+FAIRSEQ_FIELDS = "a dict with 'model' (a state dict), 'cfg' or 'args', and 'optimizer_history'"
+_ECHO = 200  # characters of a foreign error message an error of ours repeats
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= _ECHO else text[:_ECHO] + "..."
+
+
+def describe_foreign(path: str, err: BaseException) -> str:
+    """Why fairseq's loader failed on ``path``, in one line, from what the file holds (raises
+    UnsafeCheckpointError itself when torch cannot read the file at all)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as load_err:  # noqa: BLE001 - any failure means: not a torch file
+        raise UnsafeCheckpointError(
+            f"cannot read checkpoint {path}: {_short(load_err)} (truncated or not a torch "
+            "checkpoint)") from None
+    if not isinstance(obj, dict):
+        return (f"{path} holds an object of type {type(obj).__name__}, not a fairseq checkpoint "
+                f"({FAIRSEQ_FIELDS}); save one with fairseq-train or scripts/convert_hf_bert.py")
+    if "model" not in obj:
+        keys = sorted(map(str, obj))
+        shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} keys)" if len(keys) > 8 else "")
+        return (f"{path} is a dict without 'model' (keys: {shown or 'none'}), not a fairseq "
+                f"checkpoint ({FAIRSEQ_FIELDS}); a bare state dict must be wrapped as "
+                "{'model': state_dict, ...} by a conversion script")
+    if not isinstance(obj["model"], dict):
+        return (f"{path}: its 'model' is a {type(obj['model']).__name__}, not a state dict "
+                "(parameter name -> tensor)")
+    return (f"{path} is not a complete fairseq checkpoint (fairseq's loader failed: "
+            f"{type(err).__name__}: {_short(err)}); it needs {FAIRSEQ_FIELDS}")
+
+
 def _numpy_scalar_types() -> List[Any]:
     types: List[Any] = [np.dtype]
     try:  # numpy >= 1.25 keeps scalar reconstruction in numpy.core.multiarray / _core
@@ -68,12 +107,31 @@ def _with_clear_errors(loader: Callable[..., Any]) -> Callable[..., Any]:
                 "containers, argparse.Namespace and numpy scalars; re-save the checkpoint "
                 "with plain types (and only load files you trust)"
             ) from None
-        except (EOFError, RuntimeError) as err:
-            if isinstance(err, UnsafeCheckpointError):
-                raise
+        except UnsafeCheckpointError:
+            raise
+        except EOFError as err:
             raise UnsafeCheckpointError(
-                f"cannot read checkpoint {path}: {err} (truncated or not a torch checkpoint)"
+                f"cannot read checkpoint {path}: {_short(err) or 'it ends early'} (truncated "
+                "or not a torch checkpoint)"
             ) from None
+        except (RuntimeError, KeyError, TypeError, AttributeError, IndexError, ValueError) as err:
+            # a file torch reads but that is not fairseq's dict: say what it holds; a truncated
+            # or foreign file: say that. Errors of a genuine fairseq checkpoint are re-raised.
+            if _is_fairseq_shaped(path):
+                raise
+            raise NotACheckpointError(describe_foreign(path, err)) from None
 
     load._crild_wrapped = True  # type: ignore[attr-defined]
     return load
+
+
+def _is_fairseq_shaped(path: str) -> bool:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001
+            return False
+    return (isinstance(obj, dict) and isinstance(obj.get("model"), dict)
+            and "optimizer_history" in obj)

@@ -14,16 +14,19 @@ one the checkpoint was trained on (``task.data`` in the checkpoint).
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from fairseq.data import ListDataset
 
+from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
+from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import load_bert, read_checkpoint
+from fairseq_crild.models.loading import head_sizes, load_bert, read_checkpoint
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
+from fairseq_crild.teacher import TeacherMismatchError, check_compatible
 
 Example = Union[str, Tuple[str, str]]
 
@@ -34,15 +37,63 @@ def _checkpoint_path(model_name_or_path: str, checkpoint_file: str) -> str:
     return model_name_or_path
 
 
-def _trained_data_folder(checkpoint: str) -> str:
-    cfg = read_checkpoint(checkpoint).get("cfg") or {}
-    task = cfg.get("task") if hasattr(cfg, "get") else None
-    data = task.get("data") if task is not None else None
+def _trained_data_folder(state: Dict[str, Any], checkpoint: str) -> str:
+    task = rc.task_config_dict(state)
+    data = task.get("data")
     if not data or not os.path.isdir(str(data)):
         raise FileNotFoundError(
             f"{checkpoint}: the data folder it was trained on ({data!r}) is not here; pass "
             "data_name_or_path (--data) = the prepare_glue.py folder with its dict.txt")
     return str(data)
+
+
+# (the checkpoint's GLUE task, the data's) pairs that belong together: AX is scored by an
+# MNLI model (GLUE's diagnostic set has MNLI's labels)
+COMPATIBLE_TASKS = {("MNLI", "AX")}
+
+
+def check_glue_task(state: Dict[str, Any], path: str, data: str, data_task: Optional[str],
+                    override: str = "--allow-other-task (Python: allow_other_task=True)") -> None:
+    """Refuses a checkpoint trained on another GLUE task than ``data``'s (an RTE model on a
+    WNLI folder would print WNLI label names for RTE predictions)."""
+    saved = (state.get("task_state") or {}).get("glue_task")
+    if not saved or not data_task or saved == data_task or (saved, data_task) in \
+            COMPATIBLE_TASKS:
+        return
+    raise ClassifierMismatchError(
+        f"{path} was trained on {saved} but {data} holds {data_task}: pass the {saved} "
+        f"folder as --data, or {override} to apply it to {data_task} anyway")
+
+
+class ClassifierMismatchError(ValueError):
+    """The checkpoint does not fit the data folder (task, labels, vocabulary) or its role."""
+
+
+def load_checked(path: str, task: DistillGlueTask, allow_any_role: bool = False,
+                 allow_other_task: bool = False, state: Optional[Dict[str, Any]] = None
+                 ) -> BertModel:
+    """The classifier model of ``path`` for ``task``'s data, after the checks the teacher
+    loader makes (vocabulary, head, label names) plus its role and GLUE task. Shared by the
+    hub and scripts/predict_glue.py."""
+    if state is None:
+        state = read_checkpoint(path)
+    head = task.cfg.classification_head_name
+    converted = state
+    if rc.is_fairseq_roberta(state):
+        converted = rc.roberta_as_crild_state(state, path, head, task.dictionary.pad())
+    if not allow_any_role:
+        check_role(state, path, "classifier", head_sizes(converted["model"]), head,
+                   "--allow-any-role (Python: allow_any_role=True)")
+    if not allow_other_task:
+        check_glue_task(state, path, task.cfg.data, task.meta.get("task"))
+    try:
+        check_compatible(converted, path, task.dictionary, head, task.num_classes,
+                         task.label_names, os.path.join(task.cfg.data, "input0", "dict.txt"),
+                         what="checkpoint")
+    except TeacherMismatchError as err:
+        raise ClassifierMismatchError(str(err)) from None
+    model, _ = load_bert(path, task.dictionary, head, state=converted)
+    return model
 
 
 class GlueClassifier(torch.nn.Module):
@@ -58,21 +109,26 @@ class GlueClassifier(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
                         data_name_or_path: Optional[str] = None,
-                        max_positions: int = 512) -> "GlueClassifier":
+                        max_positions: int = 512, allow_any_role: bool = False,
+                        allow_other_task: bool = False) -> "GlueClassifier":
         """``model_name_or_path``: a checkpoint file, or a folder holding ``checkpoint_file``
-        (fairseq's hub convention)."""
+        (fairseq's hub convention). Refused: a checkpoint whose role is not a classifier's (a
+        stage-1 ILD student, a converted base without a head) unless ``allow_any_role``; one
+        trained on another GLUE task than the data's unless ``allow_other_task``; one whose
+        vocabulary, head size or labels differ from the data's (always)."""
         path = _checkpoint_path(model_name_or_path, checkpoint_file)
-        data = data_name_or_path or _trained_data_folder(path)
+        state = read_checkpoint(path)
+        if not allow_any_role:  # before the data folder: a base names no training data
+            head = DistillGlueConfig.classification_head_name
+            check_role(state, path, "classifier", head_sizes(state["model"]), head,
+                       "--allow-any-role (Python: allow_any_role=True)")
+        data = data_name_or_path or _trained_data_folder(state, path)
         task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=max_positions))
         if task.input_format != "bert":
             raise ValueError(f"{data} is a {task.input_format} folder: GlueClassifier tokenises "
                              "with BERT's WordPiece; use scripts/predict_glue.py on data "
                              "prepared by prepare_glue_roberta.py")
-        model, _ = load_bert(path, task.dictionary)
-        head = task.cfg.classification_head_name
-        if head not in model.classification_heads:
-            raise ValueError(f"{path}: no classification head {head!r} (has "
-                             f"{sorted(model.classification_heads)}); is it a stage-1 checkpoint?")
+        model = load_checked(path, task, allow_any_role, allow_other_task, state)
         task.cfg.max_positions = min(max_positions, model.max_positions())
         return cls(model, task, lowercase=bool(task.meta.get("lowercase", True)))
 
@@ -105,6 +161,9 @@ class GlueClassifier(torch.nn.Module):
     @torch.inference_mode()
     def logits(self, examples: Sequence[Example], batch_size: int = 32) -> torch.Tensor:
         """(N, classes) logits, or (N,) scores for a regression task, in input order."""
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size {batch_size!r}: give a positive number of examples "
+                             "per batch (e.g. 32)")
         dataset = self._dataset(examples)
         device = next(self.model.parameters()).device
         head = self.task.cfg.classification_head_name
@@ -116,7 +175,7 @@ class GlueClassifier(torch.nn.Module):
             logits, _ = self.model(**net_input, classification_head_name=head)
             out.append(logits.float().cpu())
         if not out:
-            return torch.empty(0)
+            return torch.empty((0,) if self.regression else (0, self.task.num_classes))
         logits = torch.cat(out)
         return logits.view(-1) if self.regression else logits
 

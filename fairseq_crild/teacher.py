@@ -14,6 +14,7 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
+from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import build_from_state, head_sizes, read_checkpoint
@@ -28,11 +29,12 @@ class TeacherMismatchError(ValueError):
 
 def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
                      head_name: str, num_classes: int, label_names: List[str],
-                     dict_path: Optional[str] = None) -> None:
-    """Refuses a teacher whose vocabulary, head or label set differs from the task's."""
+                     dict_path: Optional[str] = None, what: str = "teacher") -> None:
+    """Refuses a teacher (``what``: or another checkpoint used on the task's data) whose
+    vocabulary, head or label set differs from the task's."""
     sd = state["model"]
     if "embeddings.word_embeddings.weight" not in sd:
-        raise TeacherMismatchError(f"teacher {path}: not a checkpoint of this plugin's BERT / "
+        raise TeacherMismatchError(f"{what} {path}: not a checkpoint of this plugin's BERT / "
                                    "crild_roberta models nor a fairseq RoBERTa")
     rows = sd["embeddings.word_embeddings.weight"].shape[0]
     task_state = state.get("task_state") or {}
@@ -41,7 +43,7 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
     if rows != len(dictionary) or (got is not None and got != want):
         data_dict = dict_path or "the data's dict.txt"
         raise TeacherMismatchError(
-            f"teacher {path}: vocabulary differs from {data_dict} ({rows} embedding "
+            f"{what} {path}: vocabulary differs from {data_dict} ({rows} embedding "
             f"rows vs {len(dictionary)} symbols"
             + ("" if got is None else ", different symbols") + "); binarise the data with the "
             "dict.txt of the teacher's conversion"
@@ -49,19 +51,19 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
     heads = head_sizes(sd)
     if head_name not in heads:
         raise TeacherMismatchError(
-            f"teacher {path}: no classification head {head_name!r} (it has {sorted(heads)}); "
+            f"{what} {path}: no classification head {head_name!r} (it has {sorted(heads)}); "
             "fine-tune the teacher on this task first (criterion glue_ce), or name its head "
             "with --classification-head-name"
         )
     if heads[head_name] != num_classes:
         raise TeacherMismatchError(
-            f"teacher {path}: head {head_name!r} has {heads[head_name]} outputs, the task has "
+            f"{what} {path}: head {head_name!r} has {heads[head_name]} outputs, the task has "
             f"{num_classes} classes"
         )
     teacher_labels = task_state.get("label_names")
     if teacher_labels is not None and label_names and list(teacher_labels) != list(label_names):
         raise TeacherMismatchError(
-            f"teacher {path}: labels {list(teacher_labels)} differ from the task's "
+            f"{what} {path}: labels {list(teacher_labels)} differ from the task's "
             f"{list(label_names)}"
         )
 
@@ -78,17 +80,26 @@ class FrozenTeacher:
 
     @classmethod
     def load(cls, path: str, dictionary: Dictionary, head_name: str, num_classes: int,
-             label_names: List[str], dict_path: Optional[str] = None) -> "FrozenTeacher":
+             label_names: List[str], dict_path: Optional[str] = None,
+             allow_any_role: bool = False) -> "FrozenTeacher":
         """Our checkpoints, or a fairseq ``roberta`` one (converted into ``crild_roberta``,
-        its fine-tuning data's dictionaries compared with ``dict_path``'s when readable)."""
+        its fine-tuning data's dictionaries compared with ``dict_path``'s when readable).
+        A stage-1 ILD student is refused by its role (see checkpoint_roles) unless
+        ``allow_any_role`` (--allow-any-teacher-role)."""
         from fairseq_crild.models import roberta_conversion as rc
 
-        state = read_checkpoint(path)
+        state = saved = read_checkpoint(path)
         if rc.is_fairseq_roberta(state):
             state = rc.roberta_as_crild_state(state, path, head_name, dictionary.pad())
             rc.check_roberta_training_data(state, path, dictionary, dict_path, label_names)
         check_compatible(state, path, dictionary, head_name, num_classes, label_names,
                          dict_path)
+        if not allow_any_role:
+            try:
+                check_role(saved, f"teacher {path}", "teacher", head_sizes(state["model"]),
+                           head_name, "--allow-any-teacher-role")
+            except ValueError as err:
+                raise TeacherMismatchError(str(err)) from None
         model = build_from_state(state, path, len(dictionary), dictionary.pad())
         cfg = model.cfg
         logger.info(f"teacher {path}: {cfg.encoder_layers} layers x {cfg.encoder_embed_dim}, "
@@ -150,8 +161,8 @@ def parse_teacher_weights(spec: str, num_teachers: int) -> List[float]:
 
 
 def load_teachers(paths: List[str], dictionary: Dictionary, head_name: str, num_classes: int,
-                  label_names: List[str], dict_path: Optional[str] = None
-                  ) -> List[FrozenTeacher]:
+                  label_names: List[str], dict_path: Optional[str] = None,
+                  allow_any_role: bool = False) -> List[FrozenTeacher]:
     """Loads and checks every teacher once (a path listed twice shares one frozen model);
     a mismatch names the offending entry of ``--teacher-path``."""
     loaded: Dict[str, FrozenTeacher] = {}
@@ -160,7 +171,7 @@ def load_teachers(paths: List[str], dictionary: Dictionary, head_name: str, num_
         if path not in loaded:
             try:
                 loaded[path] = FrozenTeacher.load(path, dictionary, head_name, num_classes,
-                                                  label_names, dict_path)
+                                                  label_names, dict_path, allow_any_role)
             except TeacherMismatchError as err:
                 if len(paths) == 1:
                     raise

@@ -16,17 +16,25 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
+from fairseq_crild.checkpoint_safety import UnsafeCheckpointError  # noqa: E402
 from fairseq_crild.data.binarize import read_index  # noqa: E402
-from fairseq_crild.models.loading import load_bert  # noqa: E402
+from fairseq_crild.hub import load_checked  # noqa: E402
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask  # noqa: E402
 
 SERVER_NAMES = {("MNLI", "test"): "MNLI-m", ("MNLI", "test_mm"): "MNLI-mm"}
 
 
 @torch.inference_mode()
-def predict(checkpoint: str, data: str, split: str, batch_size: int = 64):
+def predict(checkpoint: str, data: str, split: str, batch_size: int = 64,
+            allow_any_role: bool = False, allow_other_task: bool = False):
+    """(task, predictions in example order); the checkpoint checked against ``data`` as the
+    hub does (role, GLUE task, vocabulary, head, labels)."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give a positive number (e.g. 64)")
+    if os.path.isdir(checkpoint):
+        checkpoint = os.path.join(checkpoint, "checkpoint_best.pt")
     task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=512))
-    model, _ = load_bert(checkpoint, task.dictionary)
+    model = load_checked(checkpoint, task, allow_any_role, allow_other_task)
     task.cfg.max_positions = min(512, model.max_positions())
     model.eval()
     task.load_dataset(split)
@@ -48,21 +56,36 @@ def main(argv=None) -> int:
     p.add_argument("--data", required=True, help="prepare_glue.py output folder")
     p.add_argument("--split", default="test")
     p.add_argument("--out-dir", default=".")
+    p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (>= 1)")
+    p.add_argument("--allow-any-role", action="store_true",
+                   help="predict with a checkpoint whatever role it records (default off: a "
+                        "stage-1 ILD student, whose head was never trained, is refused)")
+    p.add_argument("--allow-other-task", action="store_true",
+                   help="predict --data of another GLUE task than the checkpoint's (default "
+                        "off: refused; MNLI checkpoints on AX are always accepted)")
     args = p.parse_args(argv)
     try:
-        task, preds = predict(args.checkpoint, args.data, args.split)
-    except (ValueError, FileNotFoundError) as err:
+        task, preds = predict(args.checkpoint, args.data, args.split, args.batch_size,
+                              args.allow_any_role, args.allow_other_task)
+        name = task.meta["task"]
+        out = os.path.join(args.out_dir, SERVER_NAMES.get((name, args.split), name) + ".tsv")
+        ids = read_index(args.data, args.split)
+        if len(ids) != len(preds):
+            raise ValueError(f"{args.data}: {len(ids)} ids for {len(preds)} examples of "
+                             f"{args.split}; prepare the folder again")
+        os.makedirs(args.out_dir, exist_ok=True)
+        tmp = out + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("index\tprediction\n")
+            f.writelines(f"{i}\t{p}\n" for i, p in zip(ids, preds))
+        os.replace(tmp, out)
+    except (ValueError, UnsafeCheckpointError) as err:
         print(f"predict_glue: error: {err}", file=sys.stderr)
         return 2
-    name = task.meta["task"]
-    out = os.path.join(args.out_dir, SERVER_NAMES.get((name, args.split), name) + ".tsv")
-    ids = read_index(args.data, args.split)
-    os.makedirs(args.out_dir, exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("index\tprediction\n")
-        f.writelines(f"{i}\t{p}\n" for i, p in zip(ids, preds))
-    os.replace(tmp, out)
+    except OSError as err:  # missing or unreadable files, an --out-dir that is a file
+        msg = f"{err.filename}: {err.strerror}" if err.filename and err.strerror else err
+        print(f"predict_glue: error: {msg}", file=sys.stderr)
+        return 2
     print(f"wrote {out} ({len(preds)} predictions)")
     return 0
 

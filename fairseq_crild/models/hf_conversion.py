@@ -162,7 +162,7 @@ def fairseq_checkpoint(
             {"criterion_name": "none", "optimizer_name": "none", "lr_scheduler_state": {},
              "num_updates": 0}
         ],
-        "task_state": {"vocab_sha256": vocab_sha256},
+        "task_state": {"vocab_sha256": vocab_sha256, "checkpoint_role": "converted_base"},
         "extra_state": {"converted_from": source},
     }
 

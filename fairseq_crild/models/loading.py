@@ -20,12 +20,23 @@ BERT_FIELDS = {f.name for f in dataclasses.fields(BertConfig)}
 
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """fairseq's loader (safe, upgraded); raises FileNotFoundError with the path if absent."""
+    """fairseq's loader (safe, upgraded); raises FileNotFoundError with the path if absent,
+    :class:`~fairseq_crild.checkpoint_safety.UnsafeCheckpointError` (one line) for a file that
+    is not a readable fairseq checkpoint."""
     import os
 
+    if os.path.isdir(path):
+        raise FileNotFoundError(f"checkpoint {path} is a folder; give the .pt file inside it "
+                                "(e.g. checkpoint_best.pt)")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return checkpoint_utils.load_checkpoint_to_cpu(path)
+    state = checkpoint_utils.load_checkpoint_to_cpu(path)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        from fairseq_crild.checkpoint_safety import NotACheckpointError
+
+        raise NotACheckpointError(f"{path}: no state dict under 'model'; not a checkpoint of "
+                                  "fairseq-train or scripts/convert_hf_bert.py")
+    return state
 
 
 def _class_and_config(state: Dict[str, Any], path: str) -> Tuple[Type[BertModel], BertConfig]:

@@ -31,6 +31,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from fairseq_crild.checkpoint_roles import ROLE_KEY, role_for_criterion
 from fairseq_crild.data.batching import (
     LAYOUTS,
     BatchingError,
@@ -141,6 +142,20 @@ class DistillGlueConfig(FairseqDataclass):
     ild_teacher_index: int = field(
         default=0, metadata={"help": "0-based entry of --teacher-path that intermediate-layer "
                              "losses (cr_ild) distil from"}
+    )
+    resume_from: ChoiceEnum(["newest-intact", "last"]) = field(  # type: ignore[valid-type]
+        default="newest-intact", metadata={"help": "where a rerun with the default "
+                                           "--restore-file resumes: 'newest-intact' (default; "
+                                           "when checkpoint_last.pt is missing, unreadable or "
+                                           "older than another checkpoint of --save-dir, e.g. "
+                                           "after a kill during its first copy, the newest "
+                                           "intact one is copied into its place) or 'last' "
+                                           "(fairseq: checkpoint_last.pt, else from scratch)"}
+    )
+    allow_any_teacher_role: bool = field(
+        default=False, metadata={"help": "accept a --teacher-path checkpoint whatever role it "
+                                 "records (default off: a stage-1 ILD student, whose head "
+                                 "stage 1 never trains, is refused; see checkpoint_roles)"}
     )
     init_student_from: str = field(
         default="", metadata={"help": "checkpoint (e.g. the PRE-TRAINED teacher, converted) "
@@ -437,7 +452,8 @@ class DistillGlueTask(FairseqTask):
                                 f"the {len(paths)} teacher(s) of --teacher-path")
         teachers = load_teachers(paths, self.dictionary, self.cfg.classification_head_name,
                                  self.num_classes, self.label_names,
-                                 os.path.join(self.cfg.data, "input0", "dict.txt"))
+                                 os.path.join(self.cfg.data, "input0", "dict.txt"),
+                                 allow_any_role=self.cfg.allow_any_teacher_role)
         for path, teacher in zip(paths, teachers):
             if teacher.model.max_positions() < self.cfg.max_positions:
                 raise GlueDataError(
@@ -483,6 +499,9 @@ class DistillGlueTask(FairseqTask):
                         "(loss on the labels, the same GLUE metrics); its teacher is not loaded")
             cfg = OmegaConf.create({"_name": "glue_ce"})
         criterion = super().build_criterion(cfg, from_checkpoint)
+        role = role_for_criterion(getattr(cfg, "_name", None) or getattr(cfg, "criterion", None))
+        if role is not None and not getattr(self, "evaluation_only", False):
+            self.state.merge_state_dict({ROLE_KEY: role})  # what the checkpoints are for
         prepare = getattr(criterion, "prepare_student", None)
         if prepare is not None and self.student is not None:
             prepare(self.student)
