@@ -27,7 +27,11 @@ from fairseq_crild.models.hf_conversion import (  # noqa: E402
     convert_hf_folder,
     fairseq_checkpoint,
 )
-from fairseq_crild.outputs import OutputExistsError, atomic_output_dir  # noqa: E402
+from fairseq_crild.outputs import (  # noqa: E402
+    OutputExistsError,
+    atomic_output_dir,
+    check_not_an_input,
+)
 from fairseq_crild.pretrained import resolve_hf_dir  # noqa: E402
 
 
@@ -42,6 +46,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         hf_dir = resolve_hf_dir(args.hf_dir)
+        check_not_an_input(args.out_dir, {"HF_DIR": hf_dir}, "OUT_DIR")
         cfg, sd, dictionary, lowercase = convert_hf_folder(hf_dir, args.head_name)
         with atomic_output_dir(args.out_dir, args.overwrite) as tmp:
             ckpt = fairseq_checkpoint(cfg, sd, os.path.abspath(hf_dir),
@@ -49,7 +54,11 @@ def main(argv=None) -> int:
             torch.save(ckpt, os.path.join(tmp, "model.pt"))
             dictionary.save(os.path.join(tmp, "dict.txt"))
             with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
-                json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase}, f)
+                # the vocabulary's size and fingerprint: prepare_glue.py refuses a dict.txt
+                # next to this file that is not the one written here (truncated, edited)
+                json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
+                           "crild_vocab_size": len(dictionary),
+                           "crild_vocab_sha256": vocab_fingerprint(dictionary)}, f)
     except (ConversionError, OutputExistsError, FileNotFoundError) as err:
         print(f"convert_hf_bert: error: {err}", file=sys.stderr)
         return 2

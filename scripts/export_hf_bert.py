@@ -27,7 +27,11 @@ from fairseq_crild.models.hf_conversion import (  # noqa: E402
     state_dict_to_hf,
 )
 from fairseq_crild.models.loading import load_bert  # noqa: E402
-from fairseq_crild.outputs import OutputExistsError, atomic_output_dir  # noqa: E402
+from fairseq_crild.outputs import (  # noqa: E402
+    OutputExistsError,
+    atomic_output_dir,
+    check_not_an_input,
+)
 
 
 def _default_dict(checkpoint: str) -> str:
@@ -47,6 +51,8 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     args = parser.parse_args(argv)
     try:
+        check_not_an_input(args.out_dir, {"CHECKPOINT": args.checkpoint, "--dict": args.dict},
+                           "OUT_DIR")
         dictionary = load_bert_dictionary(args.dict or _default_dict(args.checkpoint))
         model, _ = load_bert(args.checkpoint, dictionary)
         heads = list(model.classification_heads.keys())

@@ -22,7 +22,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fairseq_crild.export.cli import add_source_args, load_source, run  # noqa: E402
+from fairseq_crild.export.cli import (  # noqa: E402
+    add_source_args,
+    check_output,
+    load_source,
+    run,
+)
 
 
 def main(argv=None) -> int:
@@ -35,6 +40,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> str:
+        check_output(args, args.out_dir, "OUT_DIR")
         from fairseq_crild.export.hf_classifier import export_hf_classifier, hf_architecture
 
         clf, batches, inputs = load_source(args)

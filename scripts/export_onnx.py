@@ -19,7 +19,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fairseq_crild.export.cli import add_source_args, load_source, run  # noqa: E402
+from fairseq_crild.export.cli import (  # noqa: E402
+    add_source_args,
+    check_output,
+    load_source,
+    run,
+)
 
 
 def main(argv=None) -> int:
@@ -34,6 +39,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> str:
+        check_output(args, args.out, "OUT")
         from fairseq_crild.export.onnx_export import export_onnx
 
         clf, batches, inputs = load_source(args)

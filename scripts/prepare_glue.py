@@ -3,6 +3,7 @@
 
     python scripts/prepare_glue.py --glue-dir GLUE --task RTE --dict ckpt/minilm/dict.txt \\
         --out data-bin/RTE [--lowercase | --no-lowercase] [--workers N] [--overwrite]
+        [--max-unk-rate 0.05] [--extra-columns refuse|drop-empty]
 
 Tasks (case-insensitive; sts-b/stsb, sst-2/sst2, ax/diagnostic ... accepted): CoLA, SST-2,
 MRPC, STS-B, QQP, MNLI (valid = dev_matched, valid_mm = dev_mismatched, test = test_matched,
@@ -10,7 +11,9 @@ test_mm = test_mismatched), QNLI, RTE, WNLI, AX (diagnostic set, test only). GLU
 the task folders as distributed (GLUE_DIR/RTE/train.tsv, ...). The output layout is described
 in fairseq_crild/data/binarize.py. ``--workers N`` sets RAYON_NUM_THREADS (the tokenizers
 library's threads; 1 also sets TOKENIZERS_PARALLELISM=false). Errors: one line on stderr, exit
-status 2, and no output folder (an existing one is left untouched).
+status 2, and no output folder (an existing one is left untouched). Refused besides malformed
+rows (file:line): an --out that is, holds or lies inside --glue-dir or --dict; a --dict that is
+not a text dict.txt, or that leaves more than --max-unk-rate of the word pieces [UNK].
 """
 
 import argparse
@@ -21,7 +24,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logging.getLogger("fairseq").setLevel(logging.WARNING)  # import-time notices, not ours
 
-from fairseq_crild.data.binarize import prepare_task  # noqa: E402
+from fairseq_crild.data.binarize import MAX_UNK_RATE, prepare_task  # noqa: E402
+from fairseq_crild.data.glue_tasks import EXTRA_COLUMNS  # noqa: E402
 from fairseq_crild.outputs import OutputExistsError  # noqa: E402
 
 
@@ -38,10 +42,20 @@ def main(argv=None) -> int:
                         help="tokenizer threads (RAYON_NUM_THREADS; default: all cores)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (only once the new one is complete)")
+    parser.add_argument("--max-unk-rate", type=float, default=MAX_UNK_RATE,
+                        help="largest share of [UNK] word pieces accepted, a guard against a "
+                        "wrong --dict (default %(default)g; 1 accepts any; the authors' "
+                        "scripts have no such check)")
+    parser.add_argument("--extra-columns", choices=EXTRA_COLUMNS, default="refuse",
+                        help="rows with more fields than the layout allows: refuse (default; "
+                        "file:line) or drop-empty (drop extra fields that are all empty, e.g. "
+                        "trailing tabs; others still refused). The authors' readers ignore "
+                        "extra fields")
     args = parser.parse_args(argv)
     try:
         meta = prepare_task(args.glue_dir, args.task, args.dict, args.out, args.lowercase,
-                            args.overwrite, args.workers)
+                            args.overwrite, args.workers, args.max_unk_rate,
+                            args.extra_columns)
     except (OutputExistsError, OSError, ValueError, RuntimeError) as err:
         print(f"prepare_glue: error: {err}", file=sys.stderr)
         return 2

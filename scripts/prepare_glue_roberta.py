@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logging.getLogger("fairseq").setLevel(logging.WARNING)  # import-time notices, not ours
 
 from fairseq_crild.data.roberta_data import BPE_CHOICES, prepare_roberta_task  # noqa: E402
-from fairseq_crild.outputs import OutputExistsError  # noqa: E402
+from fairseq_crild.outputs import OutputExistsError, check_not_an_input  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -53,6 +53,10 @@ def main(argv=None) -> int:
                         help="replace an existing --out (only once the new one is complete)")
     args = parser.parse_args(argv)
     try:
+        check_not_an_input(args.out, {
+            "--glue-dir": args.glue_dir, "--dict": args.dict,
+            "--sentencepiece-model": args.sentencepiece_model,
+            "--gpt2-encoder-json": args.gpt2_encoder_json, "--gpt2-vocab-bpe": args.gpt2_vocab_bpe})
         meta = prepare_roberta_task(
             args.glue_dir, args.task, args.out, args.bpe, dict_path=args.dict,
             sentencepiece_model=args.sentencepiece_model,

@@ -103,8 +103,15 @@ def _sh(*cmd: str) -> None:
 
 def run(args) -> str:
     from fairseq_crild.data.glue_tasks import get_task
+    from fairseq_crild.outputs import check_not_an_input
+
     task = get_task(args.task).name
     out = os.path.abspath(args.out)
+    check_not_an_input(out, {"--glue-dir": args.glue_dir,
+                             "--base": args.base if os.path.exists(args.base) else None})
+    for replaced in ("base", os.path.join("data", task)):  # folders rebuilt with --overwrite
+        check_not_an_input(os.path.join(out, replaced), {"--teacher": args.teacher},
+                           f"--out's {replaced}/")
     base_dir = os.path.join(out, "base")
     if not os.path.isfile(os.path.join(base_dir, "model.pt")):
         _sh("scripts/convert_hf_bert.py", args.base, base_dir, "--overwrite")

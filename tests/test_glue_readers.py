@@ -297,3 +297,123 @@ def test_real_glue_sizes(name):
             assert all(0.0 <= e.label <= 5.0 for e in examples)
         else:
             assert {e.label for e in examples} == set(task.label_names)
+
+
+# ------------------------------------------------------------ issue 17: no silent mis-parse
+@pytest.mark.parametrize("task,split,text,line,fields,allowed", [
+    # a tab inside sentence1 of an unlabelled split: sentence2 would be its second half
+    ("RTE", "test", "index\tsentence1\tsentence2\n0\tA\tB\n1\tHalf of\tit\tB\n", 3, 4, 3),
+    ("WNLI", "test", "index\tsentence1\tsentence2\n0\tA\tB\t\n", 2, 4, 3),
+    ("SST-2", "test", "index\tsentence\n0\tgood\tfilm\n", 2, 3, 2),
+    ("CoLA", "test", "index\tsentence\n0\tA cat.\n1\tA\tdog.\n", 3, 3, 2),
+    # headerless CoLA: a stray tab in the sentence
+    ("CoLA", "train", "gj04\t1\t\tFine.\ngj04\t0\t*\tThey\tdrank.\n", 2, 5, 4),
+    ("RTE", "train", RTE_HEAD + "0\ta\tb\tentailment\textra\n", 2, 5, 4),
+    ("STS-B", "valid", STSB_HEAD + "\tscore\n0\tg\tf\ty\to\ts\ts\tA\tB\t1.0\t4.0\n", 2, 11, 10),
+    ("MNLI", "test_mm", MNLI_TEST + "9\t1\t1\tgov\tb\tb\tp\tp\tG\tH\tI\n", 2, 11, 10),
+])
+def test_more_fields_than_the_layout_allows_are_refused(tmp_path, task, split, text, line,
+                                                         fields, allowed):
+    path = tmp_path / "file.tsv"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(GlueFormatError) as err:
+        read_tsv(str(path), get_task(task), split)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}:{line}: {fields} fields, the layout allows {allowed}"), msg
+    assert "\n" not in msg
+
+
+def test_drop_empty_extra_columns_is_explicit(tmp_path, caplog):
+    """Trailing tabs (empty extra fields) are dropped only on request, and counted; a
+    non-empty extra field is refused either way."""
+    path = tmp_path / "test.tsv"
+    path.write_text("index\tsentence1\tsentence2\n0\tA\tB\t\n1\tC\tD\n2\tE\tF\t \t\n",
+                    encoding="utf-8")
+    rte = get_task("RTE")
+    with pytest.raises(GlueFormatError, match=r"test.tsv:2: 4 fields"):
+        read_tsv(str(path), rte, "test")
+    with caplog.at_level("WARNING", logger="fairseq_crild.data.glue_tasks"):
+        examples = read_tsv(str(path), rte, "test", extra_columns="drop-empty")
+    assert _rows(examples) == [("0", "A", "B", None), ("1", "C", "D", None),
+                               ("2", "E", "F", None)]
+    assert any("empty extra field(s) of 2 row(s)" in r.message for r in caplog.records)
+    path.write_text("index\tsentence1\tsentence2\n0\tA\tB\tC\n", encoding="utf-8")
+    with pytest.raises(GlueFormatError, match=r"test.tsv:2: 4 fields.*first extra field: 'C'"):
+        read_tsv(str(path), rte, "test", extra_columns="drop-empty")
+    with pytest.raises(ValueError, match="extra_columns must be one of refuse, drop-empty"):
+        read_tsv(str(path), rte, "test", extra_columns="ignore")
+
+
+def test_stsb_scores_outside_0_5_are_warned_about_and_kept(tmp_path, caplog):
+    path = tmp_path / "train.tsv"
+    rows = [("0", "2.5"), ("1", "5.5"), ("2", "5.0"), ("3", "-0.25"), ("4", "0")]
+    path.write_text(STSB_HEAD + "\tscore\n" + "".join(
+        f"{i}\tg\tf\ty\to\ts\ts\tA\tB\t{s}\n" for i, s in rows), encoding="utf-8")
+    with caplog.at_level("WARNING", logger="fairseq_crild.data.glue_tasks"):
+        examples = read_tsv(str(path), get_task("STS-B"), "train")
+    assert [e.label for e in examples] == [2.5, 5.5, 5.0, -0.25, 0.0]
+    warnings = [r.message for r in caplog.records]
+    assert warnings == [f"{path}:3: score 5.5 outside [0, 5] (STS-B's range); 2 such score(s) "
+                        "in the file, kept as written"]
+    caplog.clear()
+    path.write_text(STSB_HEAD + "\tscore\n0\tg\tf\ty\to\ts\ts\tA\tB\t5\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="fairseq_crild.data.glue_tasks"):
+        read_tsv(str(path), get_task("STS-B"), "train")
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("task,split,header", [
+    ("RTE", "train", RTE_HEAD), ("CoLA", "train", ""), ("RTE", "test",
+                                                        "index\tsentence1\tsentence2\n")])
+def test_a_lone_cr_file_gives_a_short_error(tmp_path, task, split, header):
+    """CR-only line ends make the whole file one line: the error says so in a few hundred
+    characters instead of echoing the file (it was a 12.9 KB line)."""
+    path = tmp_path / "file.tsv"
+    if task == "CoLA":
+        body = "".join(f"gj04\t1\t\tSentence number {i} is long enough.\n" for i in range(400))
+    else:
+        body = "".join(f"{i}\tSentence {i} with some words.\tAnother one.\t"
+                       + ("entailment\n" if split == "train" else "\n") for i in range(400))
+        body = body.replace("\t\n", "\n")
+    path.write_bytes((header + body).replace("\n", "\r").encode("utf-8"))
+    assert path.stat().st_size > 12000
+    with pytest.raises(GlueFormatError) as err:
+        read_tsv(str(path), get_task(task), split)
+    msg = str(err.value)
+    assert len(msg) < 700 and "\n" not in msg and msg.startswith(f"{path}:1: "), msg
+    assert "carriage return(s): CR-only line ends? convert them to \\n" in msg
+
+
+def test_long_cells_are_echoed_capped(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text(RTE_HEAD + "0\ta\tb\t" + "x" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(GlueFormatError) as err:
+        read_tsv(str(path), get_task("RTE"), "train")
+    assert str(err.value).endswith(f"unknown label {'x' * 40!r}... (5000 characters) (RTE "
+                                   "labels: entailment, not_entailment)")
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text("index\tsentence1\tsentence1\tsentence2\tlabel\n0\ta\tb\tc\tentailment\n",
+                    encoding="utf-8")
+    with pytest.raises(GlueFormatError, match=r"train.tsv:1: header names the text_a column "
+                                              r"'sentence1' twice"):
+        read_tsv(str(path), get_task("RTE"), "train")
+
+
+@pytest.mark.skipif(not os.path.isdir(GLUE_DIR),
+                    reason=f"real GLUE data not found at {os.path.abspath(GLUE_DIR)}")
+def test_real_files_have_exactly_the_layouts_fields():
+    """Why refusing extra fields costs nothing on the real data: every row of every real
+    file has exactly as many fields as its layout allows (no extra trailing column)."""
+    for name in sorted(REAL_SIZES):
+        task = get_task(name)
+        for split in task.splits:
+            path = split_path(GLUE_DIR, task, split)
+            with open(path, "rb") as f:
+                counts = {ln.count(b"\t") + 1 for ln in f.read().split(b"\n") if ln}
+            layout = task.layout(split)
+            assert len(counts) == 1, (path, counts)
+            if not layout.header:
+                assert counts == {layout.columns}, path

@@ -24,6 +24,13 @@ STSB_HEAD = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentenc
              "\tscore\n")
 
 
+def prepare(*args, **kwargs):
+    """prepare_task on the tiny fixtures below, which hold unknown words on purpose (zebra,
+    '"'): the [UNK] guard is tested on its own in tests/test_output_guards.py."""
+    kwargs.setdefault("max_unk_rate", 1.0)
+    return prepare_task(*args, **kwargs)
+
+
 def write(path, text):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="") as f:
@@ -57,7 +64,7 @@ def tokens(out, kind, split, d):
 def test_rte_binarised_lowercased(env):
     d, dict_path, glue, tmp = env
     out = str(tmp / "bin")
-    meta = prepare_task(glue, "rte", dict_path, out)
+    meta = prepare(glue, "rte", dict_path, out)
     assert meta["splits"] == {"train": 2, "valid": 1, "test": 2}
     assert meta["task"] == "RTE" and meta["num_classes"] == 2 and meta["lowercase"] is True
     assert meta["label_names"] == ["entailment", "not_entailment"]
@@ -85,13 +92,15 @@ def test_rte_binarised_lowercased(env):
     with open(dict_path, "rb") as f:
         assert meta["dict_sha256"] == hashlib.sha256(f.read()).hexdigest()
     assert meta["vocab_size"] == len(d) and meta["missing_splits"] == []
+    # [UNK]s: 'zebra' (train input1) and '"' (valid input1) of 21 word pieces, counted above
+    assert meta["unk_rate"] == 2 / 21
     assert sorted(os.listdir(tmp)) == ["bin", "glue", "model"]  # no temporary folders left
 
 
 def test_cased(env):
     d, dict_path, glue, tmp = env
     out = str(tmp / "cased")
-    meta = prepare_task(glue, "RTE", dict_path, out, lowercase=False, workers=1)
+    meta = prepare(glue, "RTE", dict_path, out, lowercase=False, workers=1)
     assert meta["lowercase"] is False
     assert tokens(out, "input0", "train", d)[0] == ["The", "Cat", "sat", "."]
     assert tokens(out, "input0", "test", d)[1] == ["Café", "!"]
@@ -101,7 +110,7 @@ def test_lowercase_follows_tokenizer_config(env):
     d, dict_path, glue, tmp = env
     write(os.path.join(os.path.dirname(dict_path), "tokenizer_config.json"),
           '{"do_lower_case": false}')
-    meta = prepare_task(glue, "RTE", dict_path, str(tmp / "auto"))
+    meta = prepare(glue, "RTE", dict_path, str(tmp / "auto"))
     assert meta["lowercase"] is False
     assert tokens(str(tmp / "auto"), "input0", "train", d)[0] == ["The", "Cat", "sat", "."]
 
@@ -109,7 +118,7 @@ def test_lowercase_follows_tokenizer_config(env):
 def test_regression_and_single_sentence(env):
     d, dict_path, glue, tmp = env
     out = str(tmp / "sts")
-    meta = prepare_task(glue, "sts-b", dict_path, out)
+    meta = prepare(glue, "sts-b", dict_path, out)
     assert meta["regression"] and meta["num_classes"] == 1 and meta["label_dtype"] == "float64"
     assert meta["metrics"] == ["pearson", "spearman"] and meta["main_metric"] == "pearson"
     assert meta["missing_splits"] == ["test"] and "test" not in meta["splits"]
@@ -120,7 +129,7 @@ def test_regression_and_single_sentence(env):
     assert tokens(out, "input1", "train", d) == [["a", "dog"], ["cat"]]
 
     out = str(tmp / "cola")
-    meta = prepare_task(glue, "CoLA", dict_path, out)
+    meta = prepare(glue, "CoLA", dict_path, out)
     assert meta["is_pair"] is False and meta["main_metric"] == "mcc"
     assert sorted(os.listdir(out)) == ["index", "input0", "label", "meta.json"]
     assert tokens(out, "input0", "train", d) == [["the", "cat", "ran", "."],
@@ -136,7 +145,7 @@ def test_mnli_mismatched_splits(env):
     for name, text in files.items():
         write(os.path.join(glue, "MNLI", name), text)
     out = str(tmp / "mnli")
-    meta = prepare_task(glue, "MNLI", dict_path, out)
+    meta = prepare(glue, "MNLI", dict_path, out)
     assert meta["splits"] == {"train": 1, "valid": 1, "valid_mm": 1, "test": 1, "test_mm": 1}
     assert load_labels(out, "valid_mm").tolist() == [0]  # contradiction
     assert load_labels(out, "train").tolist() == [2]  # neutral
@@ -147,14 +156,14 @@ def test_pairs_supplementary_text(env):
     d, dict_path, glue, tmp = env
     pairs = os.path.join(str(tmp), "pairs")
     write(os.path.join(pairs, "train.tsv"), "sentence1\nThe cat.\na dog\n")
-    meta = prepare_task(pairs, "pairs", dict_path, str(tmp / "ild"))
+    meta = prepare(pairs, "pairs", dict_path, str(tmp / "ild"))
     assert meta["is_pair"] is False and meta["labelled_splits"] == []
     assert meta["splits"] == {"train": 2} and meta["missing_splits"] == ["valid"]
     assert sorted(os.listdir(tmp / "ild")) == ["index", "input0", "meta.json"]
     assert tokens(str(tmp / "ild"), "input0", "train", d) == [["the", "cat", "."], ["a", "dog"]]
     write(os.path.join(pairs, "dev.tsv"), "sentence1\tsentence2\nA\tB\n")
     with pytest.raises(GlueFormatError, match=r"train.tsv:1: no sentence b column, but .*dev"):
-        prepare_task(pairs, "pairs", dict_path, str(tmp / "ild2"))
+        prepare(pairs, "pairs", dict_path, str(tmp / "ild2"))
     assert not os.path.exists(tmp / "ild2")
 
 
@@ -186,19 +195,19 @@ def digest(folder):
 def test_existing_output_is_never_clobbered(env, monkeypatch):
     d, dict_path, glue, tmp = env
     out = str(tmp / "bin")
-    prepare_task(glue, "RTE", dict_path, out)
+    prepare(glue, "RTE", dict_path, out)
     before = digest(out)
     with pytest.raises(OutputExistsError, match=r"bin already exists.*pass --overwrite"):
-        prepare_task(glue, "RTE", dict_path, out)
+        prepare(glue, "RTE", dict_path, out)
     assert digest(out) == before
     # a malformed file fails before anything is written, even with overwrite
     with open(os.path.join(glue, "RTE", "dev.tsv"), "a", encoding="utf-8") as f:
         f.write("6\tbroken row\n")
     with pytest.raises(GlueFormatError, match=r"dev.tsv:3: 2 column\(s\)"):
-        prepare_task(glue, "RTE", dict_path, out, overwrite=True)
+        prepare(glue, "RTE", dict_path, out, overwrite=True)
     assert digest(out) == before
     with pytest.raises(GlueFormatError):
-        prepare_task(glue, "RTE", dict_path, str(tmp / "fresh"))
+        prepare(glue, "RTE", dict_path, str(tmp / "fresh"))
     assert not os.path.exists(tmp / "fresh")
     # a failure while writing (disk full, ...) leaves the old folder and no temporary one
     def disk_full(*args):
@@ -207,19 +216,19 @@ def test_existing_output_is_never_clobbered(env, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr("fairseq_crild.data.binarize.write_label_dataset", disk_full)
         with pytest.raises(OSError, match="No space"):
-            prepare_task(glue, "CoLA", dict_path, out, overwrite=True)
+            prepare(glue, "CoLA", dict_path, out, overwrite=True)
     assert digest(out) == before
     assert sorted(os.listdir(tmp)) == ["bin", "glue", "model"]
     # missing dictionary / GLUE folder: same treatment
     with pytest.raises(FileNotFoundError, match="nope.txt"):
-        prepare_task(glue, "CoLA", str(tmp / "nope.txt"), str(tmp / "fresh"))
+        prepare(glue, "CoLA", str(tmp / "nope.txt"), str(tmp / "fresh"))
     with pytest.raises(GlueFormatError, match="GLUE folder not found"):
-        prepare_task(str(tmp / "noglue"), "CoLA", dict_path, str(tmp / "fresh"))
+        prepare(str(tmp / "noglue"), "CoLA", dict_path, str(tmp / "fresh"))
     assert not os.path.exists(tmp / "fresh")
     # --overwrite replaces the folder once the new one is complete
     write(os.path.join(glue, "RTE", "dev.tsv"), RTE_HEAD + "5\tthe dog\tthe cat\tentailment\n"
                                                            "6\tcat\tdog\tentailment\n")
-    meta = prepare_task(glue, "RTE", dict_path, out, overwrite=True)
+    meta = prepare(glue, "RTE", dict_path, out, overwrite=True)
     assert meta["splits"]["valid"] == 2 and load_labels(out, "valid").tolist() == [0, 0]
     assert sorted(os.listdir(tmp)) == ["bin", "glue", "model"]
 

@@ -129,7 +129,8 @@ def test_supplementary_ild_data(tiny_env, tmp_path):
     (pairs / "train.tsv").write_text("sentence1\tsentence2\nthe cat sat .\ta dog ran .\n"
                                      "no second sentence here\t\n")
     ild = tmp_path / "ild-bin"
-    prepare_task(str(pairs), "pairs", str(tiny_env["ckpt"] / "dict.txt"), str(ild))
+    prepare_task(str(pairs), "pairs", str(tiny_env["ckpt"] / "dict.txt"), str(ild),
+                 max_unk_rate=1.0)  # words outside the tiny RTE vocabulary, on purpose
     n_task = len(_task(tiny_env["data"]).dataset("train"))
     replace = _task(tiny_env["data"], ild_data=str(ild)).dataset("train")
     concat = _task(tiny_env["data"], ild_data=str(ild), ild_data_mode="concat").dataset("train")

@@ -18,6 +18,14 @@ Output layout (fairseq RoBERTa-GLUE-like)::
 Splits are ``train``, ``valid``, ``test`` (MNLI also ``valid_mm``/``test_mm``; AX only
 ``test``; PAIRS ``train`` [+ ``valid``], unlabelled). A missing test file (PAIRS: dev file) is
 skipped with a warning and listed in meta ``missing_splits``.
+
+Guards (issue 17): an output folder that is, holds or lies inside the GLUE folder or the
+dictionary is refused before anything is read; a dictionary that is not a text dict.txt is
+refused in one line; so is one that leaves more than ``max_unk_rate`` (default
+:data:`MAX_UNK_RATE`) of the data's word pieces unknown (an empty, truncated or other model's
+vocabulary would otherwise turn the data into [UNK]s): checked on the first sentences before
+anything is written, then on all of them before the folder appears. meta.json records the
+rate (``unk_rate``).
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from fairseq.data import Dictionary, indexed_dataset
 from tqdm import tqdm
 
 from fairseq_crild.data.glue_tasks import (
+    EXTRA_COLUMNS,
     Example,
     GlueFormatError,
     GlueTask,
@@ -47,16 +56,60 @@ from fairseq_crild.data.tokenization import (
     build_tokenizer,
     encode_texts,
     read_lowercase_setting,
+    read_tokenizer_config,
     set_workers,
 )
-from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
-from fairseq_crild.outputs import atomic_output_dir, check_output_dir
+from fairseq_crild.dictionary import BERT_SPECIALS, load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.outputs import atomic_output_dir, check_not_an_input, check_output_dir
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CHUNK = 8192  # examples per encode_batch call (progress granularity)
 INDEX_FILE = os.path.join("index", "{split}.txt")
+# the largest share of [UNK] word pieces accepted by default: a matching BERT vocabulary
+# leaves almost none unknown (all-MiniLM-L6-v2's uncased WordPiece: 0 of the 727k pieces of
+# the real RTE, CoLA, STS-B and WNLI, measured); an empty, truncated or other model's one
+# leaves far more
+MAX_UNK_RATE = 0.05
+UNK_SAMPLE = 2000  # sentences checked before anything is written
+
+
+class UnknownTokenError(ValueError):
+    """The dictionary leaves too many of the data's word pieces unknown."""
+
+
+class _UnkCount:
+    """[UNK] and total word pieces per (split, column), counted while encoding."""
+
+    def __init__(self, unk: int) -> None:
+        self.unk_id = unk
+        self.counts: Dict[Tuple[str, str], List[int]] = {}
+
+    def add(self, key: Tuple[str, str], ids: Sequence[int]) -> None:
+        c = self.counts.setdefault(key, [0, 0])
+        c[0] += sum(1 for i in ids if i == self.unk_id)
+        c[1] += len(ids)
+
+    def rate(self) -> float:
+        unk = sum(c[0] for c in self.counts.values())
+        total = sum(c[1] for c in self.counts.values())
+        return unk / total if total else 0.0
+
+    def check(self, dict_path: str, max_rate: float, scope: str) -> None:
+        rate = self.rate()
+        if rate <= max_rate:
+            return
+        unk = sum(c[0] for c in self.counts.values())
+        total = sum(c[1] for c in self.counts.values())
+        (split, kind), worst = max(self.counts.items(),
+                                   key=lambda kv: kv[1][0] / max(kv[1][1], 1))
+        raise UnknownTokenError(
+            f"--dict {dict_path}: {rate:.1%} of the word pieces of {scope} are [UNK] ({unk} of "
+            f"{total}; worst {split} {kind}: {worst[0] / max(worst[1], 1):.1%}), above "
+            f"--max-unk-rate {max_rate:g}: the dictionary does not fit the data (empty, "
+            "truncated, or another model's? cased text with an uncased vocabulary?); pass the "
+            "dict.txt of the model you will train, or --max-unk-rate 1 to accept")
 
 
 def sha256_file(path: str) -> str:
@@ -103,17 +156,22 @@ def read_index(data_dir: str, split: str) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def _encode(tokenizer, texts: List[str], desc: str) -> Iterator[List[int]]:
-    """Ids chunk by chunk (bounded memory on MNLI/QQP), with a progress bar on a terminal."""
+def _encode(tokenizer, texts: List[str], desc: str, counter: Optional[_UnkCount] = None,
+            key: Tuple[str, str] = ("", "")) -> Iterator[List[int]]:
+    """Ids chunk by chunk (bounded memory on MNLI/QQP), with a progress bar on a terminal;
+    ``counter`` counts their [UNK]s."""
     with tqdm(total=len(texts), desc=desc, unit="ex", leave=False, disable=None) as bar:
         for start in range(0, len(texts), CHUNK):
             chunk = texts[start:start + CHUNK]
-            yield from encode_texts(tokenizer, chunk)
+            for ids in encode_texts(tokenizer, chunk):
+                if counter is not None:
+                    counter.add(key, ids)
+                yield ids
             bar.update(len(chunk))
 
 
-def _read_all(glue_dir: str, task: GlueTask) -> Tuple[Dict[str, Tuple[str, List[Example]]],
-                                                      List[str]]:
+def _read_all(glue_dir: str, task: GlueTask, extra_columns: str = "refuse"
+              ) -> Tuple[Dict[str, Tuple[str, List[Example]]], List[str]]:
     """Reads every split first, so that a malformed file fails before anything is written."""
     found, missing = {}, []
     for split in task.splits:
@@ -122,7 +180,7 @@ def _read_all(glue_dir: str, task: GlueTask) -> Tuple[Dict[str, Tuple[str, List[
             logger.warning(f"{path} not found: {task.name} split {split!r} skipped")
             missing.append(split)
             continue
-        found[split] = (path, read_tsv(path, task, split))
+        found[split] = (path, read_tsv(path, task, split, extra_columns))
     return found, missing
 
 
@@ -142,9 +200,39 @@ def _load_dictionary(dict_path: str) -> Dictionary:
         raise FileNotFoundError(f"{dict_path}: dictionary not found (pass the dict.txt written "
                                 "by convert_hf_bert.py)")
     try:
-        return load_bert_dictionary(dict_path)
+        dictionary = load_bert_dictionary(dict_path)
     except (ValueError, RuntimeError) as err:
-        raise ValueError(f"{dict_path}: not a fairseq dict.txt ({err})") from None
+        raise ValueError(f"--dict {err}") from None
+    if len(dictionary) <= len(BERT_SPECIALS):
+        raise UnknownTokenError(
+            f"--dict {dict_path}: no symbols besides {', '.join(BERT_SPECIALS)} (empty file?): "
+            "every word piece would be [UNK]; pass the dict.txt written by convert_hf_bert.py")
+    written = read_tokenizer_config(dict_path)
+    want = written.get("crild_vocab_sha256")
+    if want is not None and want != vocab_fingerprint(dictionary):
+        raise ValueError(
+            f"--dict {dict_path}: {len(dictionary)} symbols, not the vocabulary that "
+            "convert_hf_bert.py wrote next to it (tokenizer_config.json: "
+            f"{written.get('crild_vocab_size', '?')} symbols, another fingerprint): truncated "
+            "or edited? convert the model again, or move the file away from that "
+            "tokenizer_config.json if the change is deliberate")
+    return dictionary
+
+
+def _check_sample(tokenizer, dictionary: Dictionary, splits: Dict[str, Tuple[str, List[Example]]],
+                  dict_path: str, max_rate: float) -> None:
+    """The [UNK] rate of the first sentences of the first split, before anything is written
+    (a mismatched dictionary fails in seconds, not after tokenising MNLI)."""
+    if max_rate >= 1 or not splits:
+        return
+    split, (_, examples) = next(iter(splits.items()))
+    sample = _UnkCount(dictionary.unk())
+    head = examples[:UNK_SAMPLE]
+    for kind, column in (("input0", [e.text_a for e in head]),
+                         ("input1", [e.text_b for e in head if e.text_b is not None])):
+        for ids in encode_texts(tokenizer, column):
+            sample.add((split, kind), ids)
+    sample.check(dict_path, max_rate, f"the first {len(head)} examples of {split}")
 
 
 def _tool_version() -> str:
@@ -155,7 +243,8 @@ def _tool_version() -> str:
 
 def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
                  lowercase: Optional[bool] = None, overwrite: bool = False,
-                 workers: Optional[int] = None) -> Dict[str, Any]:
+                 workers: Optional[int] = None, max_unk_rate: float = MAX_UNK_RATE,
+                 extra_columns: str = "refuse") -> Dict[str, Any]:
     """Reads, tokenises and binarises every split of a GLUE task into ``out_dir``.
 
     ``lowercase=None`` follows the tokenizer_config.json next to ``dict_path`` (written by
@@ -163,9 +252,19 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
     threads (:func:`~fairseq_crild.data.tokenization.set_workers`). The folder is built in a
     temporary sibling and appears only when complete; an existing non-empty one is refused
     (:class:`~fairseq_crild.outputs.OutputExistsError`) unless ``overwrite``, and then it is
-    replaced only after the new one is complete. Returns the meta.json contents.
+    replaced only after the new one is complete; an ``out_dir`` that is, holds or lies inside
+    ``glue_dir`` or the dictionary is refused. ``max_unk_rate``: the largest share of [UNK]
+    word pieces accepted (:class:`UnknownTokenError` above it; 1 accepts any).
+    ``extra_columns``: see :func:`~fairseq_crild.data.glue_tasks.read_tsv`. Returns the
+    meta.json contents.
     """
     spec = get_task(task)
+    if not 0 <= max_unk_rate <= 1:
+        raise ValueError(f"--max-unk-rate must lie in [0, 1], got {max_unk_rate:g}")
+    if extra_columns not in EXTRA_COLUMNS:
+        raise ValueError(f"--extra-columns must be one of {', '.join(EXTRA_COLUMNS)}, "
+                         f"got {extra_columns!r}")
+    check_not_an_input(out_dir, {"--glue-dir": glue_dir, "--dict": dict_path})
     check_output_dir(out_dir, overwrite)  # fail fast, before reading anything
     if not os.path.isdir(glue_dir):
         raise GlueFormatError(f"{glue_dir}: GLUE folder not found")
@@ -178,8 +277,10 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
                        f"{dict_path} says do_lower_case={configured}")
     set_workers(workers)
     tokenizer = build_tokenizer(dictionary, lowercase)
-    splits, missing = _read_all(glue_dir, spec)
+    splits, missing = _read_all(glue_dir, spec, extra_columns)
     is_pair = _is_pair(spec, splits)
+    _check_sample(tokenizer, dictionary, splits, dict_path, max_unk_rate)
+    unk = _UnkCount(dictionary.unk())
 
     meta: Dict[str, Any] = {
         "format_version": FORMAT_VERSION, "tool": "fairseq-crild prepare_glue",
@@ -190,7 +291,7 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
         "splits": {}, "labelled_splits": [], "missing_splits": missing, "sources": {},
         "dict_sha256": sha256_file(dict_path), "vocab_sha256": vocab_fingerprint(dictionary),
         "vocab_size": len(dictionary), "index_file": INDEX_FILE,
-        "label_dtype": "float64" if spec.regression else "int64",
+        "label_dtype": "float64" if spec.regression else "int64", "unk_rate": None,
     }
     kinds = ["input0", "input1"] if is_pair else ["input0"]
     with atomic_output_dir(out_dir, overwrite) as tmp:
@@ -205,7 +306,8 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
                 texts.append([e.text_b or "" for e in examples])
             for kind, column in zip(kinds, texts):
                 write_token_dataset(os.path.join(tmp, kind, split),
-                                    _encode(tokenizer, column, f"{name} {kind}"), len(dictionary))
+                                    _encode(tokenizer, column, f"{name} {kind}", unk,
+                                            (split, kind)), len(dictionary))
             if spec.has_labels(split):
                 _write_labels(os.path.join(tmp, "label"), split, spec, examples)
                 meta["labelled_splits"].append(split)
@@ -215,6 +317,9 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
             meta["splits"][split] = len(examples)
             meta["sources"][split] = {"file": os.path.abspath(path), "sha256": sha256_file(path)}
             logger.info(f"{name}: {len(examples)} examples from {path}")
+        unk.check(dict_path, max_unk_rate, "the data")
+        meta["unk_rate"] = unk.rate()
+        logger.info(f"[UNK]: {meta['unk_rate']:.3%} of the word pieces")
         with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2)
             f.write("\n")

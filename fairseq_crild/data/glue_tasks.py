@@ -12,10 +12,20 @@ Reading rules:
 * columns are located by header name where the file has a header (robust to column order and
   to MNLI's dev files carrying more label columns than train), by position where it has none
   (CoLA train/dev);
-* blank lines at the end of a file are ignored, a blank line inside it is an error; rows may
-  have extra columns but not fewer than the columns read;
+* blank lines at the end of a file are ignored, a blank line inside it is an error;
+* every row has at most as many fields as the layout allows (the header's columns; CoLA's
+  headerless train/dev: 4) and at least the columns read: a tab inside a sentence shifts
+  the fields after it, so the row is refused rather than read with half a sentence (the
+  authors' readers take fields by position and ignore extra ones). Checked on the real files
+  of ../shared/data/glue (CoLA, RTE, STS-B, WNLI): every row has exactly the header's
+  fields, none has an extra trailing column. Files exported with trailing tabs can be read
+  with ``extra_columns="drop-empty"`` (``--extra-columns drop-empty``): extra fields that
+  are all empty are dropped (counted in a warning), any other extra field is still refused;
 * labels must be one of the task's ``label_names`` (MNLI's "-" gold label, absent from the
-  official files, is an error too); STS-B scores must parse as finite floats;
+  official files, is an error too); STS-B scores must parse as finite floats, and scores
+  outside [0, 5] are kept but warned about (file:line of the first, and how many);
+* error messages echo at most a few dozen characters of the file's content (a file with
+  CR-only line ends is one long line; the message says so instead of repeating it);
 * test files have no labels: their examples carry ``label=None`` and the file's ids.
 
 Besides the GLUE tasks, ``PAIRS`` reads unlabelled text for supplementary ILD data:
@@ -25,16 +35,43 @@ Besides the GLUE tasks, ``PAIRS`` reads unlabelled text for supplementary ILD da
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple, Union
+
+logger = logging.getLogger(__name__)
 
 Column = Union[str, int]  # a header name, or a 0-based column index (headerless files)
 
 
 class GlueFormatError(ValueError):
     """A GLUE file is missing or malformed; the message names the file (and line)."""
+
+
+EXTRA_COLUMNS = ("refuse", "drop-empty")
+ECHO_CHARS = 40  # the most characters of a file's content an error message repeats
+MAX_MESSAGE = 600  # a last cap on any reader message (paths included)
+
+
+def show(value: str, limit: int = ECHO_CHARS) -> str:
+    """``repr`` of ``value``, cut to ``limit`` characters with its full length named: what
+    an error repeats of the data stays one readable line."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
+def _error(message: str, text: Optional[str] = None) -> GlueFormatError:
+    """A reader error, with a hint when the offending line holds carriage returns."""
+    hint = ""
+    if text is not None and "\r" in text:
+        hint = (f" (the line holds {text.count(chr(13))} carriage return(s): CR-only line "
+                "ends? convert them to \\n)")
+    if len(message) + len(hint) > MAX_MESSAGE:
+        message = message[:MAX_MESSAGE - len(hint)] + "..."
+    return GlueFormatError(message + hint)
 
 
 @dataclass(frozen=True)
@@ -47,6 +84,7 @@ class FileLayout:
     label: Optional[Column] = None
     index: Optional[Column] = None
     text_b_optional: bool = False  # a header without the text_b column: single sentences
+    columns: Optional[int] = None  # fields per row of a headerless file (header: its length)
 
 
 @dataclass(frozen=True)
@@ -71,6 +109,8 @@ class GlueTask:
     # splits a preparation may skip when their file is absent; None: the test splits, unless
     # the task has nothing else
     optional: Optional[Tuple[str, ...]] = None
+    # the documented range of regression scores: values outside are warned about, not refused
+    label_range: Optional[Tuple[float, float]] = None
 
     @property
     def splits(self) -> Tuple[str, ...]:
@@ -127,7 +167,7 @@ _PAIR_TEST = FileLayout(True, "sentence1", "sentence2", index="index")
 
 TASKS: Dict[str, GlueTask] = {t.name: t for t in [
     GlueTask("CoLA", "CoLA", _STD,
-             FileLayout(False, 3, label=1),  # source, label, original label, sentence
+             FileLayout(False, 3, label=1, columns=4),  # source, label, original, sentence
              FileLayout(True, "sentence", index="index"), _BINARY, metrics=("mcc",)),
     GlueTask("SST-2", "SST-2", _STD,
              FileLayout(True, "sentence", label="label"),
@@ -138,7 +178,8 @@ TASKS: Dict[str, GlueTask] = {t.name: t for t in [
              metrics=("f1", "accuracy")),
     GlueTask("STS-B", "STS-B", _STD,
              FileLayout(True, "sentence1", "sentence2", label="score", index="index"),
-             _PAIR_TEST, regression=True, metrics=("pearson", "spearman")),
+             _PAIR_TEST, regression=True, metrics=("pearson", "spearman"),
+             label_range=(0.0, 5.0)),
     GlueTask("QQP", "QQP", _STD,
              FileLayout(True, "question1", "question2", label="is_duplicate", index="id"),
              FileLayout(True, "question1", "question2", index="id"), _BINARY,
@@ -222,8 +263,8 @@ def _lines(path: str) -> Iterator[Tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise GlueFormatError(f"{path}:{lineno}: not UTF-8 ({err.reason} at byte "
-                                      f"{err.start})") from None
+                raise _error(f"{path}:{lineno}: not UTF-8 ({err.reason} at byte "
+                             f"{err.start})") from None
             if lineno == 1 and text.startswith("\ufeff"):
                 text = text[1:]
             yield lineno, text
@@ -237,7 +278,7 @@ def _rows(path: str) -> Iterator[Tuple[int, List[str]]]:
             blank = blank or lineno
             continue
         if blank is not None:
-            raise GlueFormatError(f"{path}:{blank}: blank line inside the file")
+            raise _error(f"{path}:{blank}: blank line inside the file")
         yield lineno, text.split("\t")
 
 
@@ -248,13 +289,22 @@ def _resolve(col: Optional[Column], header: Optional[List[str]], path: str,
     assert header is not None
     names = [h.strip() for h in header]
     if col not in names:
-        raise GlueFormatError(f"{path}:1: header has no {what} column {col!r} "
-                              f"(columns: {', '.join(names)})")
+        shown = ", ".join(show(n, 30) for n in names[:8]) + (
+            f", ... ({len(names)} in all)" if len(names) > 8 else "")
+        raise _error(f"{path}:1: header has no {what} column {col!r} (columns: {shown})",
+                     "\t".join(header))
+    if names.count(col) > 1:
+        raise _error(f"{path}:1: header names the {what} column {col!r} twice")
     return names.index(col)
 
 
-def read_tsv(path: str, task: GlueTask, split: str) -> List[Example]:
-    """Reads one split file strictly (rules in the module docstring)."""
+def read_tsv(path: str, task: GlueTask, split: str,
+             extra_columns: str = "refuse") -> List[Example]:
+    """Reads one split file strictly (rules in the module docstring). ``extra_columns``:
+    ``refuse`` (default) or ``drop-empty`` (extra fields that are all empty are dropped)."""
+    if extra_columns not in EXTRA_COLUMNS:
+        raise ValueError(f"extra_columns must be one of {', '.join(EXTRA_COLUMNS)}, "
+                         f"got {extra_columns!r}")
     if not os.path.isfile(path):
         expected = os.path.join("GLUE_DIR", task.folder, task.file_name(split))
         raise GlueFormatError(f"{path}: file not found ({task.name} split {split!r}: expected "
@@ -274,14 +324,29 @@ def read_tsv(path: str, task: GlueTask, split: str) -> List[Example]:
     cols = {name: _resolve(getattr(layout, name), header, path, name) if name in fields
             else None for name in ("text_a", "text_b", "label", "index")}
     needed = 1 + max(c for c in cols.values() if c is not None)
+    allowed = len(header) if header is not None else (layout.columns or needed)
     examples: List[Example] = []
+    dropped = 0
+    outside: List[Tuple[int, float]] = []
     for lineno, row in rows:
         if len(row) < needed:
-            raise GlueFormatError(f"{path}:{lineno}: {len(row)} column(s), expected at least "
-                                  f"{needed} ({task.name} {split})")
+            raise _error(f"{path}:{lineno}: {len(row)} column(s), expected at least "
+                         f"{needed} ({task.name} {split})", "\t".join(row))
+        if len(row) > allowed:
+            if extra_columns == "drop-empty" and not any(c.strip() for c in row[allowed:]):
+                dropped += 1
+                row = row[:allowed]
+            else:
+                raise _error(
+                    f"{path}:{lineno}: {len(row)} fields, the layout allows {allowed} "
+                    f"({task.name} {split}; a tab inside a text?); first extra field: "
+                    f"{show(row[allowed])}", "\t".join(row))
         label = None
         if cols["label"] is not None:
             label = _parse_label(row[cols["label"]], task, path, lineno)
+            if task.label_range is not None and isinstance(label, float) and not \
+                    task.label_range[0] <= label <= task.label_range[1]:
+                outside.append((lineno, label))
         examples.append(Example(
             index=row[cols["index"]].strip() if cols["index"] is not None else str(len(examples)),
             text_a=row[cols["text_a"]],
@@ -292,6 +357,14 @@ def read_tsv(path: str, task: GlueTask, split: str) -> List[Example]:
     if not examples:
         what = "header only, no examples" if header is not None else "empty file"
         raise GlueFormatError(f"{path}: {what} ({task.name} {split})")
+    if dropped:
+        logger.warning(f"{path}: dropped the empty extra field(s) of {dropped} row(s) "
+                       "(--extra-columns drop-empty)")
+    if outside:
+        lo, hi = task.label_range or (0.0, 0.0)
+        logger.warning(f"{path}:{outside[0][0]}: score {outside[0][1]!r} outside "
+                       f"[{lo:g}, {hi:g}] ({task.name}'s range); {len(outside)} such score(s) "
+                       "in the file, kept as written")
     return examples
 
 
@@ -303,12 +376,12 @@ def _parse_label(raw: str, task: GlueTask, path: str, lineno: int) -> Union[str,
         except ValueError:
             value = math.nan
         if not math.isfinite(value):
-            raise GlueFormatError(f"{path}:{lineno}: score {raw!r} is not a finite number "
-                                  f"({task.name})")
+            raise _error(f"{path}:{lineno}: score {show(raw)} is not a finite number "
+                         f"({task.name})", raw)
         return value
     if raw not in task.label_names:
-        raise GlueFormatError(f"{path}:{lineno}: unknown label {raw!r} ({task.name} labels: "
-                              f"{', '.join(task.label_names)})")
+        raise _error(f"{path}:{lineno}: unknown label {show(raw)} ({task.name} labels: "
+                     f"{', '.join(task.label_names)})", raw)
     return raw
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from fairseq.data import Dictionary
 from tokenizers import BertWordPieceTokenizer
@@ -55,15 +55,21 @@ def set_workers(workers: Optional[int]) -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false" if workers == 1 else "true"
 
 
-def read_lowercase_setting(dict_path: str) -> Optional[bool]:
-    """``do_lower_case`` of the tokenizer_config.json next to dict.txt (convert_hf_bert.py
-    writes one), or None when there is none."""
+def read_tokenizer_config(dict_path: str) -> Dict[str, Any]:
+    """The tokenizer_config.json next to dict.txt (convert_hf_bert.py writes one), or {}
+    when there is none or it is unreadable."""
     path = os.path.join(os.path.dirname(os.path.abspath(dict_path)), "tokenizer_config.json")
     if not os.path.isfile(path):
-        return None
+        return {}
     try:
         with open(path, encoding="utf-8") as f:
-            value = json.load(f).get("do_lower_case")
-    except (OSError, ValueError, AttributeError):
-        return None
+            config = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def read_lowercase_setting(dict_path: str) -> Optional[bool]:
+    """``do_lower_case`` of the tokenizer_config.json next to dict.txt, or None."""
+    value = read_tokenizer_config(dict_path).get("do_lower_case")
     return None if value is None else bool(value)

@@ -36,6 +36,15 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def check_output(args: argparse.Namespace, out: str, flag: str) -> None:
+    """Refuses an output that is, holds or lies inside CHECKPOINT, --data or --dict (with
+    --overwrite it would replace them)."""
+    from fairseq_crild.outputs import check_not_an_input
+
+    check_not_an_input(out, {"CHECKPOINT": args.checkpoint, "--data": args.data,
+                             "--dict": args.dict}, flag)
+
+
 def load_source(args: argparse.Namespace) -> Tuple[Classifier, List[Batch], str]:
     clf = load_classifier(args.checkpoint, args.dict, args.head_name, args.data)
     batches = check_batches(clf, args.data, args.split, args.examples)
