@@ -171,9 +171,10 @@ def test_drop_last_skips_exactly_the_remainder_redrawn_each_epoch():
 def odd_data(tiny_env, tmp_path_factory):
     """A binarised RTE slice of 45 train / 21 dev pairs (not multiples of 8)."""
     base = tmp_path_factory.mktemp("odd")
-    write_rte_slice(str(base / "RTE"), n_train=N_TRAIN, n_dev=N_DEV)
-    out = base / "bin"
-    prepare_task(str(base), "RTE", str(tiny_env["ckpt"] / "dict.txt"), str(out))
+    glue = base / "glue"
+    write_rte_slice(str(glue / "RTE"), n_train=N_TRAIN, n_dev=N_DEV)
+    out = base / "bin"  # beside the GLUE folder: prepare refuses an output inside an input
+    prepare_task(str(glue), "RTE", str(tiny_env["ckpt"] / "dict.txt"), str(out))
     return out
 
 
