@@ -1,14 +1,27 @@
 """fairseq-crild: a fairseq plugin for distilling BERT-style models (CR-ILD and baselines)."""
 
+import os
+import runpy
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# the console commands, read without importing the package (it imports torch and fairseq)
+COMMANDS = runpy.run_path(os.path.join(HERE, "fairseq_crild", "cli", "commands.py"))["COMMANDS"]
 
 setup(
     name="fairseq-crild",
     version="0.1.0",
     description="CR-ILD and baseline knowledge distillation for BERT models as a fairseq --user-dir",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    packages=find_packages(include=["fairseq_crild", "fairseq_crild.*"]),
+    # scripts/ travels inside the package as fairseq_crild._scripts: the commands whose code
+    # still lives there (classify, predict, export) import it from the wheel
+    packages=find_packages(include=["fairseq_crild", "fairseq_crild.*"])
+    + ["fairseq_crild._scripts"],
+    package_dir={"fairseq_crild._scripts": "scripts"},
+    entry_points={"console_scripts": [f"{name} = {target}"
+                                      for name, (target, _) in COMMANDS.items()]},
     python_requires=">=3.9",
     install_requires=[
         "torch>=2.0",

@@ -42,7 +42,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from scripts.benchmark import (  # noqa: E402  (after the path set-up)
+from fairseq_crild.cli.benchmark import (  # noqa: E402  (after the path set-up)
     _Backward,
     fairseq_cfg,
     student_arch_args,

@@ -1,0 +1,11 @@
+"""``crild-export-onnx``: the same as ``python scripts/export_onnx.py``
+(see there for its options)."""
+
+import sys
+
+from fairseq_crild.cli._from_scripts import script_main
+
+main = script_main("export_onnx")
+
+if __name__ == "__main__":
+    sys.exit(main())
