@@ -8,7 +8,10 @@ Inputs go through the same WordPiece tokenizer, ``[CLS] a [SEP] b [SEP]`` pairin
 longest-first truncation as training (:class:`SentencePairDataset`), so a sentence gets the
 prediction it would get in the dev evaluation. The data folder written by prepare_glue.py
 supplies the dictionary, the label names and the lower-casing setting; by default it is the
-one the checkpoint was trained on (``task.data`` in the checkpoint).
+one the checkpoint was trained on (``task.data`` in the checkpoint). Inputs are truncated at
+the checkpoint's training ``--max-positions`` (its saved task config; 128 in the paper's
+recipe), not at the position table: the length the dev evaluation used
+(:mod:`fairseq_crild.inference_length`); ``max_positions=`` changes it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from fairseq.data import ListDataset
 from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
+from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import head_sizes, load_bert, read_checkpoint
@@ -109,13 +113,15 @@ class GlueClassifier(torch.nn.Module):
     @classmethod
     def from_pretrained(cls, model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",
                         data_name_or_path: Optional[str] = None,
-                        max_positions: int = 512, allow_any_role: bool = False,
+                        max_positions: Optional[int] = None, allow_any_role: bool = False,
                         allow_other_task: bool = False) -> "GlueClassifier":
         """``model_name_or_path``: a checkpoint file, or a folder holding ``checkpoint_file``
         (fairseq's hub convention). Refused: a checkpoint whose role is not a classifier's (a
         stage-1 ILD student, a converted base without a head) unless ``allow_any_role``; one
         trained on another GLUE task than the data's unless ``allow_other_task``; one whose
-        vocabulary, head size or labels differ from the data's (always)."""
+        vocabulary, head size or labels differ from the data's (always). ``max_positions``:
+        truncation length of each input (default None: the checkpoint's training
+        ``--max-positions``, as its dev evaluation; at most the model's position table)."""
         path = _checkpoint_path(model_name_or_path, checkpoint_file)
         state = read_checkpoint(path)
         if not allow_any_role:  # before the data folder: a base names no training data
@@ -123,13 +129,15 @@ class GlueClassifier(torch.nn.Module):
             check_role(state, path, "classifier", head_sizes(state["model"]), head,
                        "--allow-any-role (Python: allow_any_role=True)")
         data = data_name_or_path or _trained_data_folder(state, path)
-        task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=max_positions))
+        task = DistillGlueTask.setup_task(DistillGlueConfig(data=data))
         if task.input_format != "bert":
             raise ValueError(f"{data} is a {task.input_format} folder: GlueClassifier tokenises "
                              "with BERT's WordPiece; use scripts/predict_glue.py on data "
                              "prepared by prepare_glue_roberta.py")
         model = load_checked(path, task, allow_any_role, allow_other_task, state)
-        task.cfg.max_positions = min(max_positions, model.max_positions())
+        task.cfg.max_positions = inference_max_positions(
+            state, model.max_positions(), max_positions, path,
+            "max_positions (scripts: --max-positions)")
         return cls(model, task, lowercase=bool(task.meta.get("lowercase", True)))
 
     @property

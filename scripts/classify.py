@@ -7,9 +7,11 @@
 
 Reads ``--pair A B`` / ``--sentence S`` options, else tab-separated lines from ``--input``
 (default: standard input; one sentence, or two separated by a tab, per line; UTF-8; blank
-lines skipped). Prints one line per example: the label (or STS-B score) and, with ``--probs``,
-each label's probability. Bad input (no examples, not UTF-8, a line that does not fit the
-task, a wrong checkpoint or data folder) ends with one line on stderr and exit status 2.
+lines skipped). Inputs are truncated as in training: at the checkpoint's training
+``--max-positions`` unless ``--max-positions`` says otherwise. Prints one line per example:
+the label (or STS-B score) and, with ``--probs``, each label's probability. Bad input (no
+examples, not UTF-8, a line that does not fit the task, a wrong checkpoint or data folder, a
+--max-positions beyond the position table) ends with one line on stderr and exit status 2.
 """
 
 import argparse
@@ -92,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="-", help="TSV file of examples when no --pair/--sentence")
     p.add_argument("--probs", action="store_true", help="also print each label's probability")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass (>= 1)")
+    p.add_argument("--max-positions", type=int, default=None,
+                   help="truncate each input (longest-first) to this many tokens (default: "
+                        "the checkpoint's training --max-positions, as its dev evaluation; "
+                        "at most the model's position table)")
     p.add_argument("--allow-any-role", action="store_true",
                    help="classify with a checkpoint whatever role it records (default off: a "
                         "stage-1 ILD student, whose head was never trained, is refused)")
@@ -116,6 +122,7 @@ def _classify(args) -> List[str]:
                          "sentence, or two separated by a tab, per line, or --pair/--sentence")
     try:
         clf = GlueClassifier.from_pretrained(args.checkpoint, data_name_or_path=args.data,
+                                             max_positions=args.max_positions,
                                              allow_any_role=args.allow_any_role,
                                              allow_other_task=args.allow_other_task)
     except UnsafeCheckpointError as err:

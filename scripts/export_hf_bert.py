@@ -6,7 +6,9 @@
 OUT_DIR gets config.json, model.safetensors, vocab.txt and tokenizer_config.json, loadable by
 ``transformers.BertForSequenceClassification.from_pretrained`` (or ``BertModel`` when the
 checkpoint has no head). The vocabulary is written in fairseq dictionary order, with
-``pad_token_id`` set accordingly, so ids agree between both toolkits.
+``pad_token_id`` set accordingly, so ids agree between both toolkits. The tokenizer's
+``model_max_length`` is the checkpoint's training ``--max-positions`` (the position table for a
+conversion that records none); ``--max-positions`` changes it.
 """
 
 import argparse
@@ -20,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from safetensors.torch import save_file  # noqa: E402
 
 from fairseq_crild.dictionary import load_bert_dictionary  # noqa: E402
+from fairseq_crild.inference_length import inference_max_positions  # noqa: E402
 from fairseq_crild.models.hf_conversion import (  # noqa: E402
     TOKENIZER_CONFIG,
     ConversionError,
@@ -48,13 +51,18 @@ def main(argv=None) -> int:
                         help="head to export as the classifier (default: the only head)")
     parser.add_argument("--lowercase", default=True, action=argparse.BooleanOptionalAction,
                         help="tokenizer lower-cases (default: yes, as uncased BERT)")
+    parser.add_argument("--max-positions", type=int, default=None,
+                        help="the tokenizer's model_max_length (default: the checkpoint's "
+                             "training --max-positions, else its position table)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     args = parser.parse_args(argv)
     try:
         check_not_an_input(args.out_dir, {"CHECKPOINT": args.checkpoint, "--dict": args.dict},
                            "OUT_DIR")
         dictionary = load_bert_dictionary(args.dict or _default_dict(args.checkpoint))
-        model, _ = load_bert(args.checkpoint, dictionary)
+        model, state = load_bert(args.checkpoint, dictionary)
+        max_length = inference_max_positions(state, model.max_positions(), args.max_positions,
+                                             args.checkpoint)
         heads = list(model.classification_heads.keys())
         head = args.head_name
         if head is None and len(heads) > 1:
@@ -83,7 +91,7 @@ def main(argv=None) -> int:
                 f.writelines(dictionary[i] + "\n" for i in range(len(dictionary)))
             with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
                 json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": args.lowercase,
-                           "model_max_length": cfg["max_position_embeddings"]}, f, indent=2)
+                           "model_max_length": max_length}, f, indent=2)
     except (ConversionError, OutputExistsError, FileNotFoundError, ValueError) as err:
         print(f"export_hf_bert: error: {err}", file=sys.stderr)
         return 2

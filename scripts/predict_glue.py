@@ -5,12 +5,14 @@
 
 MNLI's ``test`` / ``test_mm`` splits become MNLI-m.tsv / MNLI-mm.tsv; AX (a folder prepared
 with --task AX) becomes AX.tsv, predicted with an MNLI model. Labels are written by name
-(``entailment``), scores for STS-B.
+(``entailment``), scores for STS-B. Inputs are truncated at the checkpoint's training
+``--max-positions`` (its dev evaluation's length) unless ``--max-positions`` is given.
 """
 
 import argparse
 import os
 import sys
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -19,6 +21,8 @@ import torch  # noqa: E402
 from fairseq_crild.checkpoint_safety import UnsafeCheckpointError  # noqa: E402
 from fairseq_crild.data.binarize import read_index  # noqa: E402
 from fairseq_crild.hub import load_checked  # noqa: E402
+from fairseq_crild.inference_length import inference_max_positions  # noqa: E402
+from fairseq_crild.models.loading import read_checkpoint  # noqa: E402
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask  # noqa: E402
 
 SERVER_NAMES = {("MNLI", "test"): "MNLI-m", ("MNLI", "test_mm"): "MNLI-mm"}
@@ -26,16 +30,20 @@ SERVER_NAMES = {("MNLI", "test"): "MNLI-m", ("MNLI", "test_mm"): "MNLI-mm"}
 
 @torch.inference_mode()
 def predict(checkpoint: str, data: str, split: str, batch_size: int = 64,
-            allow_any_role: bool = False, allow_other_task: bool = False):
+            allow_any_role: bool = False, allow_other_task: bool = False,
+            max_positions: Optional[int] = None):
     """(task, predictions in example order); the checkpoint checked against ``data`` as the
-    hub does (role, GLUE task, vocabulary, head, labels)."""
+    hub does (role, GLUE task, vocabulary, head, labels). ``max_positions``: truncation
+    length (None: the checkpoint's training ``--max-positions``)."""
     if batch_size < 1:
         raise ValueError(f"--batch-size {batch_size}: give a positive number (e.g. 64)")
     if os.path.isdir(checkpoint):
         checkpoint = os.path.join(checkpoint, "checkpoint_best.pt")
-    task = DistillGlueTask.setup_task(DistillGlueConfig(data=data, max_positions=512))
-    model = load_checked(checkpoint, task, allow_any_role, allow_other_task)
-    task.cfg.max_positions = min(512, model.max_positions())
+    state = read_checkpoint(checkpoint)
+    task = DistillGlueTask.setup_task(DistillGlueConfig(data=data))
+    model = load_checked(checkpoint, task, allow_any_role, allow_other_task, state)
+    task.cfg.max_positions = inference_max_positions(state, model.max_positions(),
+                                                     max_positions, checkpoint)
     model.eval()
     task.load_dataset(split)
     ds = task.dataset(split)
@@ -57,6 +65,9 @@ def main(argv=None) -> int:
     p.add_argument("--split", default="test")
     p.add_argument("--out-dir", default=".")
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (>= 1)")
+    p.add_argument("--max-positions", type=int, default=None,
+                   help="truncate each input (longest-first) to this many tokens (default: "
+                        "the checkpoint's training --max-positions, as its dev evaluation)")
     p.add_argument("--allow-any-role", action="store_true",
                    help="predict with a checkpoint whatever role it records (default off: a "
                         "stage-1 ILD student, whose head was never trained, is refused)")
@@ -66,7 +77,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         task, preds = predict(args.checkpoint, args.data, args.split, args.batch_size,
-                              args.allow_any_role, args.allow_other_task)
+                              args.allow_any_role, args.allow_other_task, args.max_positions)
         name = task.meta["task"]
         out = os.path.join(args.out_dir, SERVER_NAMES.get((name, args.split), name) + ".tsv")
         ids = read_index(args.data, args.split)

@@ -139,3 +139,26 @@ def test_refusals_leave_nothing_behind(tiny_env, trained, tmp_path, capsys, monk
     rc, _, err = _export(capsys, trained, out, "--data", data, "--overwrite")
     assert rc == 0, err
     assert not (out / "keep.txt").exists() and (out / "model.safetensors").exists()
+
+
+def test_stage1_ild_student_is_refused_unless_allowed(tiny_env, trained, tmp_path, capsys):
+    """A stage-1 ILD student's head was never trained: refused as a classifier export by both
+    exporters, naming the override (the hub's spelling); with it, exported."""
+    import scripts.export_onnx as export_onnx
+
+    state = torch.load(trained, map_location="cpu", weights_only=False)
+    state["task_state"]["checkpoint_role"] = "ild_student"  # as --criterion cr_ild records
+    stage1 = tmp_path / "stage1.pt"
+    torch.save(state, stage1)
+    out = tmp_path / "hf"
+    rc, _, err = _export(capsys, stage1, out, "--data", tiny_env["data"])
+    assert rc == 2 and "stage-1 ILD student" in err and "--allow-any-role" in err
+    assert not out.exists()
+    rc = export_onnx.main([str(stage1), str(tmp_path / "m.onnx"), "--data",
+                           str(tiny_env["data"])])
+    err = capsys.readouterr().err
+    assert rc == 2 and "stage-1 ILD student" in err and not (tmp_path / "m.onnx").exists()
+    rc, stdout, err = _export(capsys, stage1, out, "--data", tiny_env["data"],
+                              "--allow-any-role")
+    assert rc == 0, err
+    assert _diff(stdout) <= 1e-4

@@ -33,6 +33,14 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
                         help="head to export (default: the only head)")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE,
                         help="largest |difference| of logits accepted (default %(default)g)")
+    parser.add_argument("--max-positions", type=int, default=None,
+                        help="longest input in tokens: the check batches are truncated to it "
+                             "and it is the exported tokenizer's model_max_length (default: "
+                             "the checkpoint's training --max-positions, as its dev "
+                             "evaluation; at most the position table)")
+    parser.add_argument("--allow-any-role", action="store_true",
+                        help="export a checkpoint whatever role it records (default off: a "
+                             "stage-1 ILD student, whose head was never trained, is refused)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
@@ -46,7 +54,8 @@ def check_output(args: argparse.Namespace, out: str, flag: str) -> None:
 
 
 def load_source(args: argparse.Namespace) -> Tuple[Classifier, List[Batch], str]:
-    clf = load_classifier(args.checkpoint, args.dict, args.head_name, args.data)
+    clf = load_classifier(args.checkpoint, args.dict, args.head_name, args.data,
+                          args.max_positions, args.allow_any_role)
     batches = check_batches(clf, args.data, args.split, args.examples)
     pieces = "BPE-token" if clf.input_format == "roberta" else "word-piece"
     inputs = (f"{args.split} split of {args.data}" if args.data

@@ -106,8 +106,10 @@ def hf_classifier_config(clf: Classifier) -> Dict[str, Any]:
 
 def write_hf_classifier(clf: Classifier, folder: str) -> None:
     """Writes config.json, model.safetensors and the vocabulary into an existing ``folder``:
-    BERT: vocab.txt (fairseq order: ids agree) and tokenizer_config.json; RoBERTa: fairseq's
-    dict.txt (ids are its indices; the text is BPE-encoded as meta.json's ``bpe`` says)."""
+    BERT: vocab.txt (fairseq order: ids agree) and tokenizer_config.json, whose
+    ``model_max_length`` is the training ``--max-positions`` (so ``truncation=True`` cuts
+    where training did); RoBERTa: fairseq's dict.txt (ids are its indices; the text is
+    BPE-encoded as meta.json's ``bpe`` says)."""
     from safetensors.torch import save_file
 
     hf_cfg = hf_classifier_config(clf)
@@ -126,7 +128,7 @@ def write_hf_classifier(clf: Classifier, folder: str) -> None:
         f.writelines(d[i] + "\n" for i in range(len(d)))
     with open(os.path.join(folder, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
         json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": clf.lowercase,
-                   "model_max_length": model.max_positions()}, f, indent=2)
+                   "model_max_length": clf.input_length}, f, indent=2)
 
 
 @torch.no_grad()

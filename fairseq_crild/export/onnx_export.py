@@ -160,6 +160,7 @@ def metadata(clf: Classifier) -> Dict[str, str]:
         "pad_token_id": str(clf.dictionary.pad()),
         "do_lower_case": json.dumps(clf.lowercase),
         "max_position_embeddings": str(clf.model.max_positions()),
+        "model_max_length": str(clf.input_length),  # training --max-positions
         "input_format": clf.input_format,
     }
     if clf.input_format == "roberta":

@@ -7,7 +7,11 @@ checkpoint, and the binarised data folder (``prepare_glue.py``, or ``prepare_glu
 for ``crild_roberta`` students) holds the real dev examples and its ``meta.json``. The
 model's input layout (BERT's ``[CLS] a [SEP] b [SEP]`` + token types, or RoBERTa's
 ``<s> a </s> </s> b </s>`` without) decides how dict.txt is read and what the inputs are.
-Checkpoints are read through the plugin's safe loader.
+Checkpoints are read through the plugin's safe loader. A checkpoint whose recorded role is not
+a classifier's (a stage-1 ILD student: its head was never trained) is refused, as the hub
+refuses it, unless ``allow_any_role``. Inputs are truncated at the checkpoint's training
+``--max-positions`` (:mod:`fairseq_crild.inference_length`): the check batches use it, and so
+does the exported tokenizer (``model_max_length``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
+from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.roberta_data import is_roberta_data, load_roberta_dictionary
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import checkpoint_input_format, load_bert, read_checkpoint
 
@@ -50,6 +56,14 @@ class Classifier:
     lowercase: bool
     checkpoint: str
     bpe: Optional[str] = None  # RoBERTa data: the BPE its text was encoded with (meta.json)
+    #: truncation length of an input (tokens, specials included): the training
+    #: --max-positions; 0 = the model's position table
+    max_positions: int = 0
+
+    @property
+    def input_length(self) -> int:
+        """The longest input the export is meant for (its tokenizer's ``model_max_length``)."""
+        return self.max_positions or self.model.max_positions()
 
     @property
     def input_format(self) -> str:
@@ -113,9 +127,14 @@ def _glue_spec(name: Optional[str]):
 
 
 def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
-                    head: Optional[str] = None, data: Optional[str] = None) -> Classifier:
+                    head: Optional[str] = None, data: Optional[str] = None,
+                    max_positions: Optional[int] = None,
+                    allow_any_role: bool = False) -> Classifier:
     """Loads a student and works out its labels: checkpoint task_state, then the data's
-    meta.json, then the GLUE task's definition; contradictions between them are refused."""
+    meta.json, then the GLUE task's definition; contradictions between them are refused.
+    Refused as well: a checkpoint whose role is not a classifier's (a stage-1 ILD student)
+    unless ``allow_any_role``. ``max_positions``: truncation length (None: the checkpoint's
+    training ``--max-positions``)."""
     dict_path = dict_path or default_dict_path(checkpoint, data)
     if not os.path.isfile(dict_path):
         raise ExportError(f"dictionary not found: {dict_path} (pass --dict or --data)")
@@ -135,10 +154,15 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     # fairseq's RoBERTa dict.txt gains <mask>, as its tasks (and distill_glue) load it
     dictionary = (load_roberta_dictionary(dict_path) if input_format == "roberta"
                   else load_bert_dictionary(dict_path))
+    raw = state  # what fairseq saved (a RoBERTa conversion keeps no criterion or task config)
     model, state = load_bert(checkpoint, dictionary, state=state)
     model.eval()
     head = _choose_head(model, head, checkpoint)
-    num_labels = model.classification_heads[head].out_proj.out_features
+    heads = {name: h.out_proj.out_features for name, h in model.classification_heads.items()}
+    if not allow_any_role:
+        check_role(raw, checkpoint, "classifier", heads, head, "--allow-any-role")
+    length = inference_max_positions(raw, model.max_positions(), max_positions, checkpoint)
+    num_labels = heads[head]
     task_state: Dict[str, Any] = dict(state.get("task_state") or {})
     if data:
         ours = vocab_fingerprint(dictionary)
@@ -172,7 +196,7 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     return Classifier(model=model, dictionary=dictionary, head=head, num_labels=num_labels,
                       label_names=[] if regression else label_names, regression=regression,
                       glue_task=glue_task, lowercase=bool(meta.get("lowercase", True)),
-                      checkpoint=checkpoint, bpe=meta.get("bpe"))
+                      checkpoint=checkpoint, bpe=meta.get("bpe"), max_positions=length)
 
 
 def _batch(src_tokens: Tensor, token_types: Optional[Tensor], pad: int,
@@ -189,11 +213,12 @@ def _batch(src_tokens: Tensor, token_types: Optional[Tensor], pad: int,
 def real_batches(clf: Classifier, data: str, split: str = "valid", n: int = 64,
                  sizes: tuple = (1, 7, 32)) -> List[Batch]:
     """The first ``n`` examples of a binarised split, in batches of varying size (cycling
-    through ``sizes``) and so of varying, padded length: what dynamic axes must handle."""
+    through ``sizes``) and so of varying, padded length: what dynamic axes must handle.
+    Truncated at :attr:`Classifier.input_length`, as the exported tokenizer truncates."""
     from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
 
     task = DistillGlueTask.setup_task(DistillGlueConfig(
-        data=data, max_positions=clf.model.max_positions()))
+        data=data, max_positions=clf.input_length))
     task.load_dataset(split)
     ds = task.dataset(split)
     count = min(n, len(ds))
@@ -214,7 +239,7 @@ def random_batches(clf: Classifier, n: int = 16, seed: int = 0) -> List[Batch]:
     for when no data is at hand."""
     g = torch.Generator().manual_seed(seed)
     d = clf.dictionary
-    longest = min(48, clf.model.max_positions())
+    longest = min(48, clf.input_length)
     rows, types = [], []
     for _ in range(n):
         la, lb = (int(x) for x in torch.randint(1, max(2, longest // 2 - 2), (2,), generator=g))
