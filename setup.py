@@ -42,7 +42,12 @@ setup(
     ],
     extras_require={
         "test": ["pytest", "hypothesis", "transformers", "ruff", "onnx", "onnxruntime",
-                 "onnxscript"],
+                 "onnxscript", "tensorboard"],
+        # fairseq-train --tensorboard-logdir DIR: fairseq writes event files through
+        # torch.utils.tensorboard, which needs this package (without it: a warning and no files)
+        "tensorboard": ["tensorboard"],
+        # fairseq-train --wandb-project NAME (optional; needs a W&B account or WANDB_MODE=offline)
+        "wandb": ["wandb"],
         # scripts/export_hf_classifier.py and scripts/export_onnx.py (parity checked on export;
         # onnxscript is torch.onnx's exporter); never imported by fairseq-train
         "export": ["transformers", "onnx", "onnxruntime", "onnxscript"],

@@ -11,7 +11,11 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
-from fairseq_crild.criterions.glue_logging import prediction_stats, reduce_glue_metrics
+from fairseq_crild.criterions.glue_logging import (
+    positive_class,
+    prediction_stats,
+    reduce_glue_metrics,
+)
 
 
 @dataclass
@@ -33,6 +37,7 @@ class GlueCrossEntropyCriterion(FairseqCriterion):
         self.head = task.cfg.classification_head_name
         self.regression = task.regression
         self.num_classes = task.num_classes
+        self.positive = positive_class(getattr(task, "label_names", ()), task.num_classes)
 
     def forward(self, model, sample, reduce: bool = True):
         logits, _ = model(**sample["net_input"], classification_head_name=self.head)
@@ -45,7 +50,7 @@ class GlueCrossEntropyCriterion(FairseqCriterion):
             "nsentences": sample_size,
             "sample_size": sample_size,
             **prediction_stats(logits, target, self.regression, self.num_classes,
-                               keep_predictions=not model.training),
+                               keep_predictions=not model.training, positive=self.positive),
         }
         return loss, sample_size, logging_output
 

@@ -6,10 +6,16 @@ sums them (over batches and workers, as fairseq does) and registers derived mete
 exact GLUE values (``pearson_spearman`` = (Pearson + Spearman) / 2, the authors' STS-B choice).
 Spearman needs every prediction: validation batches of regression tasks carry them as
 tensors and the criterion then declares its outputs not summable (fairseq all-gathers them).
+
+F1 (binary tasks) is the F1 of the task's *positive* label, found by name
+(:func:`positive_class`): ``entailment`` for RTE and QNLI, whose label names put it first
+(index 0: ``["entailment", "not_entailment"]``), ``"1"`` for MRPC, QQP, SST-2, CoLA and WNLI
+(index 1; WNLI's 1 is entailment). Index 1 regardless of names would log RTE's F1 of
+``not_entailment``. The MCC is the same whichever class is positive.
 """
 
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from fairseq.logging import metrics
@@ -20,10 +26,28 @@ from fairseq_crild import metrics as glue
 STAT_PREFIX = "_glue_"
 PRED_KEY, TARGET_KEY = "_glue_preds", "_glue_targets"
 
+#: label names that mark a binary task's positive class, in order of precedence
+POSITIVE_LABELS = ("entailment", "1")
+
+
+def positive_class(label_names: Sequence[str], num_classes: int) -> Optional[int]:
+    """Index of the class whose F1 is logged: ``entailment`` (RTE, QNLI: index 0), else
+    ``"1"`` (MRPC, QQP, ...), else index 1 (unnamed labels); None when not binary."""
+    if num_classes != 2:
+        return None
+    names = [str(n) for n in label_names or []]
+    for name in POSITIVE_LABELS:
+        if name in names:
+            return names.index(name)
+    return 1
+
 
 def prediction_stats(logits: torch.Tensor, target: torch.Tensor, regression: bool,
-                     num_classes: int, keep_predictions: bool) -> Dict[str, Any]:
-    """Logging-output entries for one batch (prefixed keys; hidden from the progress bar)."""
+                     num_classes: int, keep_predictions: bool,
+                     positive: Optional[int] = 1) -> Dict[str, Any]:
+    """Logging-output entries for one batch (prefixed keys; hidden from the progress bar).
+    Binary tasks: ``tp``/``fp``/``fn``/``tn`` count class ``positive`` (see
+    :func:`positive_class`) as the positive one; ``positive=None`` leaves them (and F1) out."""
     with torch.no_grad():
         if regression:
             preds = logits.detach().float().view(-1)
@@ -31,10 +55,26 @@ def prediction_stats(logits: torch.Tensor, target: torch.Tensor, regression: boo
         else:
             preds = logits.detach().argmax(dim=-1)
             stats = glue.classification_stats(preds.cpu(), target.cpu(), num_classes)
+            if num_classes == 2:
+                stats = _oriented(stats, positive)
     out: Dict[str, Any] = {STAT_PREFIX + k: v for k, v in stats.items()}
     if regression and keep_predictions:
         out[PRED_KEY] = preds.cpu()
         out[TARGET_KEY] = target.detach().float().view(-1).cpu()
+    return out
+
+
+def _oriented(stats: Dict[str, float], positive: Optional[int]) -> Dict[str, float]:
+    """Binary counts with class ``positive`` as the positive one (from the confusion matrix;
+    ``cm_i_j``: true i, predicted j)."""
+    out = {k: v for k, v in stats.items() if k not in ("tp", "fp", "fn", "tn")}
+    if positive is None:
+        return out
+    if positive not in (0, 1):
+        raise ValueError(f"positive class {positive}: a binary task's classes are 0 and 1")
+    p, q = positive, 1 - positive
+    out.update(tp=stats[f"cm_{p}_{p}"], fp=stats[f"cm_{q}_{p}"], fn=stats[f"cm_{p}_{q}"],
+               tn=stats[f"cm_{q}_{q}"])
     return out
 
 

@@ -20,7 +20,11 @@ from torch import Tensor
 
 from fairseq_crild import losses
 from fairseq_crild.criterions.glue_ce import supervised_loss
-from fairseq_crild.criterions.glue_logging import prediction_stats, reduce_glue_metrics
+from fairseq_crild.criterions.glue_logging import (
+    positive_class,
+    prediction_stats,
+    reduce_glue_metrics,
+)
 from fairseq_crild.data.logit_cache import TeacherLogitCache
 from fairseq_crild.teacher import FrozenTeacher
 
@@ -87,6 +91,7 @@ class KdCriterion(FairseqCriterion):
         self.head = task.cfg.classification_head_name
         self.regression = task.regression
         self.num_classes = task.num_classes
+        self.positive = positive_class(getattr(task, "label_names", ()), task.num_classes)
 
     def teacher_ensemble(self) -> Tuple[List[FrozenTeacher], List[float]]:
         """The teachers of --teacher-path with their normalised --teacher-weights."""
@@ -148,7 +153,7 @@ class KdCriterion(FairseqCriterion):
         if target is not None:
             logging_output.update(prediction_stats(
                 logits, target, self.regression, self.num_classes,
-                keep_predictions=not model.training))
+                keep_predictions=not model.training, positive=self.positive))
         return loss, n, logging_output
 
     def logging_outputs_can_be_summed(self) -> bool:
