@@ -1,7 +1,8 @@
 """Classify sentence pairs with a trained checkpoint from Python, fairseq hub-style.
 
     from fairseq_crild.hub import GlueClassifier
-    clf = GlueClassifier.from_pretrained("runs/quickstart/stage2", data_name_or_path="data-bin/RTE")
+    clf = GlueClassifier.from_pretrained("runs/quickstart/runs/RTE/cr_ild/seed1/stage2",
+                                         data_name_or_path="data-bin/RTE")
     clf.predict([("A man is playing.", "Someone plays.")])      # -> ['entailment']
 
 Inputs go through the same WordPiece tokenizer, ``[CLS] a [SEP] b [SEP]`` pairing and

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Classify sentences or sentence pairs with a trained checkpoint (teacher or distilled student).
 
-    python scripts/classify.py runs/quickstart/stage2/checkpoint_best.pt \\
+    python scripts/classify.py runs/quickstart/runs/RTE/cr_ild/seed1/stage2/checkpoint_best.pt \\
         --pair "A man is playing a guitar." "A man plays an instrument."
     printf 'sentence one\\tsentence two\\n' | python scripts/classify.py CKPT --data data-bin/RTE
 
