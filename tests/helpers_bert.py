@@ -68,3 +68,31 @@ def load_pure_module(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+TOY_VOCAB = 30  # [CLS] [PAD] [SEP] [UNK] + w0..w25: the criterion tests' in-memory models
+
+
+def toy_dictionary():
+    """The fairseq dictionary of :data:`TOY_VOCAB` symbols the in-memory models index."""
+    from fairseq.data import Dictionary
+
+    d = Dictionary(bos="[CLS]", pad="[PAD]", eos="[SEP]", unk="[UNK]")
+    for i in range(TOY_VOCAB - 4):
+        d.add_symbol(f"w{i}")
+    return d
+
+
+def toy_bert(layers: int, dim: int = 16, heads: int = 2, seed: int = 0, dropout: float = 0.0):
+    """A seeded in-memory BertModel with a 2-class ``glue`` head (no checkpoint, no task)."""
+    import torch
+
+    from fairseq_crild.models import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
+                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=dropout,
+                     attention_dropout=dropout, pooler_dropout=0.0)
+    model = BertModel(cfg, TOY_VOCAB, 1)
+    model.register_classification_head("glue", num_classes=2)
+    return model

@@ -4,32 +4,18 @@ import types
 
 import pytest
 import torch
-from fairseq.data import Dictionary
 
 from fairseq_crild import losses
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.criterions.kd import KdCriterion
-from fairseq_crild.models import BertConfig, BertModel
 from fairseq_crild.teacher import FrozenTeacher
+from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
 
-VOCAB = 30
-
-
-def _dictionary():
-    d = Dictionary(bos="[CLS]", pad="[PAD]", eos="[SEP]", unk="[UNK]")
-    for i in range(VOCAB - 4):
-        d.add_symbol(f"w{i}")
-    return d
+VOCAB = TOY_VOCAB
 
 
-def _bert(layers, dim, heads, seed):
-    torch.manual_seed(seed)
-    cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=0.0,
-                     attention_dropout=0.0, pooler_dropout=0.0)
-    model = BertModel(cfg, VOCAB, 1)
-    model.register_classification_head("glue", num_classes=2)
-    return model
+_dictionary = toy_dictionary
+_bert = toy_bert  # (layers, dim, heads, seed)
 
 
 class _Task:

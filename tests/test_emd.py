@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from fairseq.data import Dictionary
 
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.emd import (
@@ -24,10 +23,10 @@ from fairseq_crild.emd import (
     transport_plan,
     unit_transport_costs,
 )
-from fairseq_crild.models import BertConfig, BertModel
 from fairseq_crild.teacher import FrozenTeacher
+from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
 
-VOCAB = 30
+VOCAB = TOY_VOCAB
 
 # Hand-made 2 x 3 problem: student weights (1/2, 1/2), teacher weights (1/3, 1/3, 1/3).
 #   D = [[1, 2, 4],
@@ -320,21 +319,11 @@ def test_workers_average_costs_and_agree_on_the_weights(tmp_path):
 # ----------------------------------------------------------------------------- criterion
 
 
-def _dictionary():
-    d = Dictionary(bos="[CLS]", pad="[PAD]", eos="[SEP]", unk="[UNK]")
-    for i in range(VOCAB - 4):
-        d.add_symbol(f"w{i}")
-    return d
+_dictionary = toy_dictionary
 
 
 def _bert(layers, seed, dim=16, heads=2):
-    torch.manual_seed(seed)
-    cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=0.0,
-                     attention_dropout=0.0, pooler_dropout=0.0)
-    model = BertModel(cfg, VOCAB, 1)
-    model.register_classification_head("glue", num_classes=2)
-    return model
+    return toy_bert(layers, dim, heads, seed)
 
 
 class _Task:

@@ -15,9 +15,10 @@ import torch
 from fairseq_crild import losses
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.distributed import batch_generator
-from fairseq_crild.models import BertConfig, BertModel, FeatureRequest
+from fairseq_crild.models import FeatureRequest
 from fairseq_crild.models.requests import MixupSpec
-from tests.test_distill_criterions import VOCAB, _bert, _sample, _step, _Task
+from tests.helpers_bert import toy_bert
+from tests.test_distill_criterions import _bert, _sample, _step, _Task
 
 
 class _PadTask(_Task):
@@ -274,14 +275,7 @@ def test_tinybert_uniform_map_pairs_the_embedding_outputs():
 # --------------------------------------------------------------------------- item 9 EMA target
 
 
-def _dropout_bert(layers, dim, heads, seed):
-    torch.manual_seed(seed)
-    cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=0.3,
-                     attention_dropout=0.3, pooler_dropout=0.0)
-    model = BertModel(cfg, VOCAB, 1)
-    model.register_classification_head("glue", num_classes=2)
-    return model
+_dropout_bert = partial(toy_bert, dropout=0.3)  # (layers, dim, heads, seed)
 
 
 def test_ema_is_updated_after_the_first_step_even_without_consistency_yet():

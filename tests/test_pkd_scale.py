@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
-from fairseq.data import Dictionary
 
 from fairseq_crild import losses as L
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
-from fairseq_crild.models import BertConfig, BertModel, FeatureRequest
+from fairseq_crild.models import FeatureRequest
 from fairseq_crild.teacher import FrozenTeacher
+from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
 
-VOCAB = 30
+VOCAB = TOY_VOCAB
 
 
 def f32(x):
@@ -58,20 +58,12 @@ def test_per_layer_calls_sum_to_the_stacked_mean():
 
 
 def _bert(layers, seed, dim=16, heads=2):
-    torch.manual_seed(seed)
-    cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
-                     encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=0.0,
-                     attention_dropout=0.0, pooler_dropout=0.0)
-    model = BertModel(cfg, VOCAB, 1)
-    model.register_classification_head("glue", num_classes=2)
-    return model
+    return toy_bert(layers, dim, heads, seed)
 
 
 class _Task:
     def __init__(self, teacher):
-        self.dictionary = Dictionary(bos="[CLS]", pad="[PAD]", eos="[SEP]", unk="[UNK]")
-        for i in range(VOCAB - 4):
-            self.dictionary.add_symbol(f"w{i}")
+        self.dictionary = toy_dictionary()
         self.teacher = FrozenTeacher(teacher, "in-memory")
         self.current_epoch, self.num_updates = 1, 0
 

@@ -19,9 +19,9 @@ not a text dict.txt, or that leaves more than --max-unk-rate of the word pieces 
 """
 
 import argparse
-import logging
 import sys
 
+from fairseq_crild.cli._console import progress_on_stdout
 from fairseq_crild.data.binarize import MAX_UNK_RATE, prepare_task
 from fairseq_crild.data.glue_tasks import EXTRA_COLUMNS
 from fairseq_crild.outputs import OutputExistsError
@@ -68,9 +68,7 @@ def main(argv=None) -> int:
 def console_main(argv=None) -> int:
     """The command: progress notes on stdout, so that stderr carries only warnings and the
     error line."""
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout,
-                        force=True)
-    logging.getLogger("fairseq").setLevel(logging.WARNING)
+    progress_on_stdout(("fairseq",))
     return main(argv)
 
 

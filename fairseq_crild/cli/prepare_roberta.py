@@ -23,9 +23,9 @@ on stderr, exit status 2, and no output folder.
 """
 
 import argparse
-import logging
 import sys
 
+from fairseq_crild.cli._console import progress_on_stdout
 from fairseq_crild.data.roberta_data import BPE_CHOICES, prepare_roberta_task
 from fairseq_crild.outputs import OutputExistsError, check_not_an_input
 
@@ -75,10 +75,7 @@ def main(argv=None) -> int:
 def console_main(argv=None) -> int:
     """The command: progress notes on stdout, so that stderr carries only warnings and the
     error line."""
-    logging.basicConfig(format="%(message)s", level=logging.INFO, stream=sys.stdout,
-                        force=True)
-    logging.getLogger("fairseq").setLevel(logging.WARNING)
-    logging.getLogger("fairseq_cli").setLevel(logging.WARNING)
+    progress_on_stdout(("fairseq", "fairseq_cli"))
     return main(argv)
 
 
