@@ -60,12 +60,47 @@ def check_compatible(state: Dict[str, Any], path: str, dictionary: Dictionary,
             f"{what} {path}: head {head_name!r} has {heads[head_name]} outputs, the task has "
             f"{num_classes} classes"
         )
+    check_labels(state, path, label_names, what)
+
+
+def _norm(names) -> List[str]:
+    return [str(n).strip().lower() for n in names]
+
+
+def check_labels(state: Dict[str, Any], path: str, label_names: List[str],
+                 what: str = "teacher") -> None:
+    """Refuses a checkpoint whose outputs mean other labels than the data's (compared by
+    name, ignoring case): swapped outputs would be distilled silently. A converted HF
+    classifier with transformers' generic LABEL_i names carries none: warned, not refused."""
+    task_state = state.get("task_state") or {}
     teacher_labels = task_state.get("label_names")
-    if teacher_labels is not None and label_names and list(teacher_labels) != list(label_names):
-        raise TeacherMismatchError(
-            f"{what} {path}: labels {list(teacher_labels)} differ from the task's "
-            f"{list(label_names)}"
-        )
+    converted = bool((state.get("extra_state") or {}).get("converted_from"))
+    if teacher_labels is None:
+        hf_names = task_state.get("hf_id2label")
+        if hf_names and label_names:
+            logger.warning(f"{what} {path}: its classifier's labels are {list(hf_names)} "
+                           f"(generic): not checked; output i is taken as the data's label i of "
+                           f"{list(label_names)}. Re-convert with --label-names to check them")
+        return
+    if not label_names or _norm(teacher_labels) == _norm(label_names):
+        return
+    ours, theirs = list(teacher_labels), list(label_names)
+    differ = ", ".join(f"output {i} is {a!r} for the {what}, {b!r} in the data"
+                       for i, (a, b) in enumerate(zip(ours, theirs)) if a.lower() != b.lower())
+    if sorted(_norm(ours)) == sorted(_norm(theirs)):
+        fix = ("re-convert it with --label-order " + ",".join(theirs) + " (reorders its "
+               "outputs into the data's order)" if converted else
+               "its outputs are in another order than the data's labels; binarise the data "
+               "with the teacher's label order or fine-tune a teacher on this data")
+        kind = "in another order"
+    else:
+        fix = ("if its outputs really mean the data's labels in this order, re-convert it with "
+               "--label-names " + ",".join(theirs) if converted else
+               "fine-tune a teacher on this data")
+        kind = "other names"
+    raise TeacherMismatchError(
+        f"{what} {path}: labels {ours} differ from the task's {theirs} ({kind}: {differ}); "
+        f"{fix}")
 
 
 class FrozenTeacher:

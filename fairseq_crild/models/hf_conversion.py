@@ -49,6 +49,12 @@ _TOP_KEYS: List[Tuple[str, str]] = [
 def bert_config_from_hf(hf: Dict[str, Any], source: str = "config.json") -> Dict[str, Any]:
     """Maps a HF ``BertConfig`` dict to our model config; refuses what is not plain BERT."""
     model_type = hf.get("model_type")
+    if model_type in ("roberta", "xlm-roberta"):
+        raise ConversionError(
+            f"{source}: model_type is {model_type!r}: Hugging Face RoBERTa checkpoints are not "
+            "converted; only fairseq RoBERTa checkpoints are read (pass fairseq's model.pt "
+            "directly as --teacher-path / --init-student-from, data from prepare_glue_roberta.py)"
+        )
     if model_type != "bert":
         raise ConversionError(
             f"{source}: model_type is {model_type!r}, expected 'bert' (only BERT checkpoints "
@@ -150,9 +156,21 @@ def state_dict_from_hf(
 
 
 def fairseq_checkpoint(
-    model_cfg: Dict[str, Any], state_dict: Dict[str, Tensor], source: str, vocab_sha256: str
+    model_cfg: Dict[str, Any], state_dict: Dict[str, Tensor], source: str, vocab_sha256: str,
+    label_names: Optional[List[str]] = None, hf_id2label: Optional[List[str]] = None,
 ) -> Dict[str, Any]:
-    """A checkpoint fairseq's ``--finetune-from-model`` / ``--restore-file`` can read."""
+    """A checkpoint fairseq's ``--finetune-from-model`` / ``--restore-file`` can read.
+
+    ``label_names``: what each output of a kept classifier means (recorded as a fine-tuned
+    teacher's are, so the teacher loader compares them with the data's); ``hf_id2label``:
+    the HF config's own names, kept for the record (generic LABEL_i ones included).
+    """
+    task_state: Dict[str, Any] = {"vocab_sha256": vocab_sha256,
+                                  "checkpoint_role": "converted_base"}
+    if label_names is not None:
+        task_state["label_names"] = list(label_names)
+    if hf_id2label is not None:
+        task_state["hf_id2label"] = list(hf_id2label)
     return {
         "args": None,
         "cfg": {"model": {"_name": "bert", **model_cfg}},
@@ -162,9 +180,62 @@ def fairseq_checkpoint(
             {"criterion_name": "none", "optimizer_name": "none", "lr_scheduler_state": {},
              "num_updates": 0}
         ],
-        "task_state": {"vocab_sha256": vocab_sha256, "checkpoint_role": "converted_base"},
+        "task_state": task_state,
         "extra_state": {"converted_from": source},
     }
+
+
+_GENERIC_LABEL = re.compile(r"LABEL_(\d+)")
+
+
+def hf_id2label(hf: Dict[str, Any], num_outputs: int,
+                source: str = "config.json") -> Optional[List[str]]:
+    """The classifier's label names in output order from ``id2label`` (None: the config has
+    none, or a regression head)."""
+    raw = hf.get("id2label")
+    if not raw or num_outputs == 1 or hf.get("problem_type") == "regression":
+        return None
+    try:
+        table = {int(k): str(v) for k, v in raw.items()}
+    except (AttributeError, ValueError):
+        raise ConversionError(f"{source}: id2label must map output indices to names") from None
+    if sorted(table) != list(range(num_outputs)):
+        raise ConversionError(f"{source}: id2label has indices {sorted(table)} but the "
+                              f"classifier has {num_outputs} outputs")
+    return [table[i] for i in range(num_outputs)]
+
+
+def labels_are_generic(names: List[str]) -> bool:
+    """transformers' placeholder names (LABEL_0, LABEL_1, ...), which say nothing about
+    what an output means."""
+    return all((m := _GENERIC_LABEL.fullmatch(n)) is not None and int(m.group(1)) == i
+               for i, n in enumerate(names))
+
+
+def split_names(spec: str, option: str, num_outputs: int) -> List[str]:
+    """``a,b`` -> ``["a", "b"]``, one distinct name per classifier output."""
+    names = [n.strip() for n in spec.split(",")]
+    if any(not n for n in names) or len(set(names)) != len(names):
+        raise ConversionError(f"{option} {spec!r}: expected distinct comma-separated names")
+    if len(names) != num_outputs:
+        raise ConversionError(f"{option} {spec!r}: {len(names)} names for a classifier with "
+                              f"{num_outputs} outputs")
+    return names
+
+
+def reorder_head(sd: Dict[str, Tensor], head_name: str, hf_names: List[str],
+                 order: List[str]) -> None:
+    """Permutes the classifier's rows in place so output ``i`` is the label ``order[i]``
+    (matched to ``hf_names``, the HF id2label, ignoring case)."""
+    lookup = {n.lower(): i for i, n in enumerate(hf_names)}
+    missing = [n for n in order if n.lower() not in lookup]
+    if missing or len(lookup) != len(hf_names):
+        raise ConversionError(f"--label-order: {missing} not among the classifier's id2label "
+                              f"names {hf_names}")
+    index = torch.tensor([lookup[n.lower()] for n in order])
+    for suffix in ("weight", "bias"):
+        key = f"classification_heads.{head_name}.out_proj.{suffix}"
+        sd[key] = sd[key][index].clone().contiguous()
 
 
 def state_dict_to_hf(

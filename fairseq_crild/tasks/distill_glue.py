@@ -49,6 +49,7 @@ from fairseq_crild.data.roberta_data import (
     load_roberta_labels,
 )
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.models.arch_check import guard_checkpoint_loading
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import read_checkpoint
 from fairseq_crild.models.roberta_conversion import convert_roberta_state_dict, is_fairseq_roberta
@@ -424,6 +425,9 @@ class DistillGlueTask(FairseqTask):
         model.register_classification_head(
             self.cfg.classification_head_name, num_classes=self.num_classes
         )
+        # --finetune-from-model / --restore-file of another shape: the sizes that differ and
+        # the flags that fit, not torch's list of every tensor
+        guard_checkpoint_loading(model)
         if from_checkpoint:
             # evaluating a saved model (fairseq-validate, ensembles): its weights come from the
             # checkpoint, so neither the initialisation source nor the teachers are read
