@@ -24,11 +24,17 @@ import os
 import sys
 
 from fairseq_crild.pipeline import recipe
+from fairseq_crild.pipeline.dev_analysis import report_metric_names
 from fairseq_crild.pipeline.report import (
     count_parameters,
+    dev_outputs,
+    dev_summary,
     inference_speed,
+    last_loss_terms,
     stage_metrics,
+    stage_record,
     train_loss_curve,
+    train_term_curves,
     write_report,
 )
 from fairseq_crild.pipeline.runner import ROOT, StageFailed, run_stage
@@ -183,29 +189,59 @@ def run(args) -> str:
     if args.dry_run:
         return json.dumps(commands, indent=1)
 
-    names = list(meta["metrics"]) + ([metric] if metric not in meta["metrics"] else [])
+    return _report(args, task, meta, budget, metric, preset, criterion, data, base_ckpt,
+                   teacher, run_dir, init, s2, wall)
+
+
+def _report(args, task: str, meta: dict, budget, metric: str, preset, criterion: str,
+            data: str, base_ckpt: str, teacher: str, run_dir: str, init, s2: str,
+            wall: dict) -> str:
+    """report.json / report.md / dev_curve.png of a finished run (issue 16 item 8)."""
+    names = report_metric_names(meta["metrics"], bool(meta.get("regression")),
+                                int(meta.get("num_classes", 1)), metric)
     student = stage_metrics(os.path.join(s2, "train.log"), metric, names)
-    teacher_log = os.path.join(os.path.dirname(teacher), "train.log")
+    teacher_dir = os.path.dirname(teacher)
+    teacher_log = os.path.join(teacher_dir, "train.log")
     teacher_m = stage_metrics(teacher_log, metric, names)
     student_ckpt = os.path.join(s2, "checkpoint_best.pt")
+    s1_log = os.path.join(os.path.dirname(init), "train.log") if init else None
+    checkpoints = {"teacher": teacher, "student": student_ckpt}
+    stages = {"teacher": stage_record(teacher_dir, teacher, wall.get("teacher"))}
+    if init:
+        stages["stage1"] = stage_record(os.path.dirname(init), init, wall.get("stage1"))
+    stages["stage2"] = stage_record(s2, student_ckpt, wall.get("stage2"))
+    dev = dev_summary(dev_outputs(data, checkpoints, budget.max_len), names)
     report = {
         "task": task, "method": args.method, "seed": args.seed, "budget": args.budget,
         "setting": args.setting,
         "budget_detail": budget.__dict__, "metric": metric, "metric_names": names,
         "teacher_dev": teacher_m["best"], "student_dev": student["best"],
         "teacher_metrics": teacher_m["metrics"], "student_metrics": student["metrics"],
+        "teacher_best_num_updates": teacher_m["best_num_updates"],
         "student_best_num_updates": student["best_num_updates"],
+        "dev": dev,
         "params": {"teacher": count_parameters(teacher),
                    "student": count_parameters(student_ckpt)},
         "wall_s": wall, "teacher_checkpoint": teacher, "student_checkpoint": student_ckpt,
-        "inference": inference_speed(data, {"teacher": teacher, "student": student_ckpt},
-                                     budget.max_len),
+        "base_checkpoint": base_ckpt, "stages": stages,
+        "stage1_loss_terms": last_loss_terms(s1_log) if s1_log else {},
+        "inference": inference_speed(data, checkpoints, budget.max_len),
     }
-    curves = {"teacher": teacher_m["curve"], f"student ({args.method})": student["curve"]}
-    losses = {f"stage 1 ({preset})": train_loss_curve(os.path.join(run_dir, "stage1",
-                                                                   "train.log"))} if preset else {}
-    return write_report(run_dir, report, curves, losses)
-
+    base = dev["baseline"]
+    line = (f"majority class ({base['label']})" if base["kind"] == "majority"
+            else f"mean score ({base['label']})", base["metrics"].get(metric))
+    panels = [{"title": f"teacher: dev {metric}", "metric": metric,
+               "dev": {"teacher": teacher_m["curve"]}, "baseline": line,
+               "loss": {"teacher training loss": train_loss_curve(teacher_log)}}]
+    if init:
+        panels.append({"title": f"stage 1 ({preset}): ILD training loss terms",
+                       "metric": metric, "dev": None, "baseline": None,
+                       "loss": train_term_curves(s1_log)})
+    panels.append({"title": f"stage 2 ({criterion}, {args.method}): dev {metric}",
+                   "metric": metric, "dev": {"student": student["curve"]}, "baseline": line,
+                   "loss": {"stage 2 training loss": train_loss_curve(os.path.join(
+                       s2, "train.log"))}})
+    return write_report(run_dir, report, panels)
 
 if __name__ == "__main__":
     sys.exit(main())
