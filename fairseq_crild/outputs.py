@@ -157,6 +157,17 @@ def check_output_dir(out_dir: str, overwrite: bool, flag: str = "--overwrite") -
         )
 
 
+def _ordinary_permissions(folder: str, umask: int) -> None:
+    """Files as a plain ``open`` would create them (0666 minus the umask), folders 0777
+    minus it: some writers (safetensors) create 0600 files, which a shared result folder
+    must not keep."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(out_dir: str, overwrite: bool = False, flag: str = "--overwrite"
                       ) -> Iterator[str]:
@@ -174,6 +185,7 @@ def atomic_output_dir(out_dir: str, overwrite: bool = False, flag: str = "--over
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _ordinary_permissions(tmp, umask)
     old = None
     if os.path.isdir(out_dir):
         old = tempfile.mkdtemp(prefix=f"{os.path.basename(out_dir)}.old-{tag}-", dir=parent)
