@@ -6,7 +6,8 @@
 
 Each (optimizer, lr, epochs) fine-tunes the pretrained base (all-MiniLM-L6-v2 by default)
 with the recipe's teacher command (pipeline/recipe.py: batch 16, 10% warm-up then linear
-decay, dev evaluated every --eval-every updates, every dev example counted) and records its
+decay, dev evaluated every --eval-every updates, every dev example counted; --device auto
+trains on CUDA when present) and records its
 best and last dev evaluation. The table is written to --summary (JSON, one row per run) after
 every run, so a cut-off sweep keeps what finished. Finished runs are reused on rerun. Only
 checkpoint_best.pt of each run is kept (the others are deleted when the run ends).
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--summary", default="", help="JSON table (default OUT/TASK-sweep.json)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
     args = p.parse_args(argv)
     from fairseq_crild.data.glue_tasks import get_task
 
@@ -74,6 +76,7 @@ def main(argv=None) -> int:
             "--encoder-attention-heads", str(cfg["encoder_attention_heads"]),
             "--encoder-ffn-embed-dim", str(cfg["encoder_ffn_embed_dim"]),
             "--max-position-embeddings", str(cfg["max_position_embeddings"])]
+    device = recipe.resolve_device(args.device)
     summary = args.summary or os.path.join(out, f"{task}-sweep.json")
     rows = []
     for opt in args.optimizers.split(","):
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
                 budget = recipe.Budget(epochs, 1, 1, eval_every=args.eval_every, teacher_lr=lr)
                 cmd = (recipe.teacher_args(data, save, base_ckpt, arch, n_train, metric, budget,
                                            args.seed)
-                       + _optimizer_args(opt) + ["--required-batch-size-multiple", "1"])
+                       + recipe.device_args(device) + _optimizer_args(opt))
                 rec = run_stage(name, save, cmd, quiet=True)
                 for leftover in os.listdir(save):
                     if leftover.endswith(".pt") and leftover != "checkpoint_best.pt":
