@@ -4,15 +4,14 @@ of the documented rules says: one ``classify: error:`` line naming ``<stdin>:LIN
 status 2, or exit 0 with one prediction per example equal to the hub's prediction of the
 pairs that reading finds. The checkpoint and data folder stay byte-identical."""
 
-import hashlib
 import io
-import os
 import random
 import sys
 
 import pytest
 
 from scripts import classify
+from tests.helpers_files import tree_digest
 from tests.test_fairseq_train import teacher  # noqa: F401  (fixture: a fine-tuned tiny BERT)
 
 ROWS = [("The cat sat on the mat.", "A cat is on a mat."),
@@ -78,19 +77,6 @@ def _expected(data: bytes):
     return "ok", [(a, b) for _, (a, b) in rows]
 
 
-def _tree_digest(*paths) -> str:
-    h = hashlib.sha256()
-    for root in paths:
-        root = str(root)
-        files = [root] if os.path.isfile(root) else sorted(
-            os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs)
-        for path in files:
-            h.update(path.encode())
-            with open(path, "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
-
-
 CASES = []
 _rng = random.Random(17)
 for _ in range(40):
@@ -114,7 +100,7 @@ def test_the_generator_covers_both_outcomes():
 def test_malformed_stdin_gives_a_clean_error_or_the_right_result(
         case, tiny_env, teacher, hub_labels, monkeypatch, capsys):  # noqa: F811
     data = CASES[case]
-    before = _tree_digest(teacher, tiny_env["data"])
+    before = tree_digest(teacher, tiny_env["data"])
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
     code = classify.main([str(teacher), "--data", str(tiny_env["data"])])
     out, err = capsys.readouterr()
@@ -130,4 +116,4 @@ def test_malformed_stdin_gives_a_clean_error_or_the_right_result(
     else:
         assert code == 0, (data[:200], err)
         assert out.splitlines() == hub_labels(detail), data[:200]
-    assert _tree_digest(teacher, tiny_env["data"]) == before
+    assert tree_digest(teacher, tiny_env["data"]) == before

@@ -17,7 +17,6 @@ on every run) judged by :func:`reference`. The last test prints the table of the
 
 import collections
 import contextlib
-import hashlib
 import io
 import math
 import os
@@ -32,6 +31,7 @@ from hypothesis import strategies as st
 from fairseq_crild.data.binarize import load_labels, read_index
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
 from fairseq_crild.dictionary import dictionary_from_vocab, load_bert_dictionary
+from tests.helpers_files import tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")
 
@@ -146,15 +146,6 @@ def reference(task: str, split: str, data: Optional[bytes],
     return out
 
 
-def digest(folder: str) -> str:
-    h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(folder)):
-        dirs.sort()
-        for name in sorted(files):
-            h.update(os.path.relpath(os.path.join(root, name), folder).encode())
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
 
 
 class World:
@@ -177,12 +168,12 @@ class World:
                 f.write(text)
         self.d = load_bert_dictionary(self.dict)
         self.tok = build_tokenizer(self.d, True)
-        self.model_digest = digest(self.model)
+        self.model_digest = tree_digest(self.model)
         self.outs = {}
         for task in LAYOUTS:
             out = os.path.join(base, "good", task)
             assert self._run(self.pristine, task, out)[0] == 0
-            self.outs[task] = (out, digest(out))
+            self.outs[task] = (out, tree_digest(out))
 
     def _run(self, glue: str, task: str, out: str, extra=(), dict_path=None):
         err = io.StringIO()
@@ -209,7 +200,7 @@ class World:
             else:
                 with open(path, "wb") as f:
                     f.write(data)
-        glue_digest = digest(glue)
+        glue_digest = tree_digest(glue)
         default_out, good = self.outs[task]
         target = out(glue, self.model) if out else default_out
         try:
@@ -217,8 +208,8 @@ class World:
         except BaseException as exc:  # noqa: BLE001 - anything escaping main is a crash
             OUTCOMES.append("crash")
             raise AssertionError(f"main raised {exc!r}") from exc
-        lost = digest(glue) != glue_digest or digest(self.model) != self.model_digest
-        if rc != 0 and os.path.isdir(default_out) and digest(default_out) != good:
+        lost = tree_digest(glue) != glue_digest or tree_digest(self.model) != self.model_digest
+        if rc != 0 and os.path.isdir(default_out) and tree_digest(default_out) != good:
             lost = True
         lines = err.splitlines()
         if lost:
@@ -265,10 +256,10 @@ class World:
     def restore(self, task: str) -> None:
         """Puts the good earlier output back after an accepted case replaced it."""
         out = self.outs[task][0]
-        if digest(out) != self.outs[task][1]:
+        if tree_digest(out) != self.outs[task][1]:
             shutil.rmtree(out)
             assert self._run(self.pristine, task, out)[0] == 0
-            assert digest(out) == self.outs[task][1]
+            assert tree_digest(out) == self.outs[task][1]
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """Issue 17 items 1-2: no command deletes or writes into its inputs, killed writes leave no
 temporaries behind for good, and a dictionary that does not fit the data is refused."""
 
-import hashlib
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from fairseq_crild.outputs import (
     check_not_an_input,
     check_output_dir,
 )
+from tests.helpers_files import tree_digest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "a", "dog", "ran",
@@ -36,16 +36,6 @@ def write(path, text):
         f.write(text)
 
 
-def digest(folder) -> str:
-    """Every file's relative path and bytes (a folder's identity, for 'nothing changed')."""
-    h = hashlib.sha256()
-    for root, dirs, files in sorted(os.walk(folder)):
-        dirs.sort()
-        for name in sorted(files):
-            h.update(os.path.relpath(os.path.join(root, name), folder).encode())
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -91,13 +81,13 @@ def test_prepare_refuses_an_output_over_its_inputs(env, capsys, where):
     out = {"glue": env["glue"], "task": os.path.join(env["glue"], "RTE"),
            "dict folder": env["model"], "inside glue": os.path.join(env["glue"], "RTE", "bin"),
            "parent": str(env["tmp"])}[where]
-    before = {k: digest(env[k]) for k in ("glue", "model")}
+    before = {k: tree_digest(env[k]) for k in ("glue", "model")}
     rc = main(["--glue-dir", env["glue"], "--task", "RTE", "--dict", env["dict"], "--out", out,
                "--overwrite", "--workers", "1"])
     err = capsys.readouterr().err.splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("prepare_glue: error: --out ")
     assert " the input --" in err[0]
-    assert {k: digest(env[k]) for k in ("glue", "model")} == before  # nothing deleted
+    assert {k: tree_digest(env[k]) for k in ("glue", "model")} == before  # nothing deleted
     assert not os.path.exists(os.path.join(env["glue"], "RTE", "bin"))
 
 
@@ -114,7 +104,7 @@ def test_other_commands_refuse_an_output_over_their_inputs(env, capsys, tmp_path
     data = str(tmp_path / "data")
     os.makedirs(data)
     write(os.path.join(data, "meta.json"), "{}")
-    before = {p: digest(p) for p in (hf, env["model"], env["glue"], data)}
+    before = {p: tree_digest(p) for p in (hf, env["model"], env["glue"], data)}
     capsys.readouterr()  # transformers' progress bars while saving the tiny model
     runs = [
         (convert, [hf, hf, "--overwrite"], "OUT_DIR", "is the input HF_DIR"),
@@ -136,13 +126,13 @@ def test_other_commands_refuse_an_output_over_their_inputs(env, capsys, tmp_path
         assert main(argv) == 2, argv
         err = capsys.readouterr().err.splitlines()
         assert len(err) == 1 and f"error: {flag} " in err[0] and how in err[0], (argv, err)
-    assert {p: digest(p) for p in before} == before
+    assert {p: tree_digest(p) for p in before} == before
 
 
 def test_pipeline_refuses_an_out_over_its_inputs(env, capsys):
     from scripts.run_pipeline import main
 
-    before = digest(env["glue"])
+    before = tree_digest(env["glue"])
     for out in (env["glue"], str(env["tmp"]), os.path.join(env["glue"], "RTE", "runs")):
         rc = main(["--task", "RTE", "--method", "cr_ild", "--glue-dir", env["glue"], "--out",
                    out, "--budget", "smoke", "--device", "cpu"])
@@ -156,7 +146,7 @@ def test_pipeline_refuses_an_out_over_its_inputs(env, capsys):
                "--teacher", teacher, "--device", "cpu"])
     err = capsys.readouterr().err.splitlines()
     assert rc != 0 and "contains the input --teacher" in err[0], err
-    assert digest(env["glue"]) == before and sorted(os.listdir(out)) == ["base"]
+    assert tree_digest(env["glue"]) == before and sorted(os.listdir(out)) == ["base"]
 
 
 # ------------------------------------------------------------ temporaries of killed writers
@@ -258,7 +248,7 @@ def _hand_unk_rate(texts, known):
 def test_a_dictionary_that_leaves_the_data_unknown_is_refused(env):
     out = str(env["tmp"] / "bin")
     prepare_task(env["glue"], "RTE", env["dict"], out, workers=1)
-    before = digest(out)
+    before = tree_digest(out)
     small = str(env["tmp"] / "small" / "dict.txt")
     os.makedirs(os.path.dirname(small))
     known = ["the", "cat", "."]
@@ -271,7 +261,7 @@ def test_a_dictionary_that_leaves_the_data_unknown_is_refused(env):
     msg = str(err.value)
     assert f"{rate:.1%} of the word pieces of the first 2 examples of train" in msg
     assert f"({round(rate * n)} of {n};" in msg and "--max-unk-rate 0.05" in msg
-    assert "\n" not in msg and digest(out) == before
+    assert "\n" not in msg and tree_digest(out) == before
     # accepted on request; meta.json holds the rate over every split (hand-computed)
     meta = prepare_task(env["glue"], "RTE", small, str(env["tmp"] / "ok"), workers=1,
                         max_unk_rate=1.0)
