@@ -74,6 +74,22 @@ class ClassifierMismatchError(ValueError):
     """The checkpoint does not fit the data folder (task, labels, vocabulary) or its role."""
 
 
+def add_loading_options(parser, verb: str) -> None:
+    """The options every command that runs a saved classifier shares (classify.py,
+    predict_glue.py): truncation length and the overrides of :func:`load_checked`'s checks."""
+    parser.add_argument("--max-positions", type=int, default=None,
+                        help="truncate each input (longest-first) to this many tokens "
+                             "(default: the checkpoint's training --max-positions, as its dev "
+                             "evaluation; at most the model's position table)")
+    parser.add_argument("--allow-any-role", action="store_true",
+                        help=f"{verb} with a checkpoint whatever role it records (default off: "
+                             "a stage-1 ILD student, whose head was never trained, is refused)")
+    parser.add_argument("--allow-other-task", action="store_true",
+                        help=f"{verb} --data of another GLUE task than the checkpoint's "
+                             "(default off: refused, except MNLI checkpoints on AX; labels and "
+                             "head size are checked regardless)")
+
+
 def load_checked(path: str, task: DistillGlueTask, allow_any_role: bool = False,
                  allow_other_task: bool = False, state: Optional[Dict[str, Any]] = None
                  ) -> BertModel:

@@ -82,6 +82,8 @@ def _read_input(path: str) -> List[Tuple[int, Example]]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from fairseq_crild.hub import add_loading_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint file, or a folder holding checkpoint_best.pt")
     p.add_argument("--data", default=None,
@@ -94,16 +96,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--input", default="-", help="TSV file of examples when no --pair/--sentence")
     p.add_argument("--probs", action="store_true", help="also print each label's probability")
     p.add_argument("--batch-size", type=int, default=32, help="examples per forward pass (>= 1)")
-    p.add_argument("--max-positions", type=int, default=None,
-                   help="truncate each input (longest-first) to this many tokens (default: "
-                        "the checkpoint's training --max-positions, as its dev evaluation; "
-                        "at most the model's position table)")
-    p.add_argument("--allow-any-role", action="store_true",
-                   help="classify with a checkpoint whatever role it records (default off: a "
-                        "stage-1 ILD student, whose head was never trained, is refused)")
-    p.add_argument("--allow-other-task", action="store_true",
-                   help="classify --data of another GLUE task than the checkpoint's (default "
-                        "off: refused; labels and head size are checked regardless)")
+    add_loading_options(p, "classify")
     return p
 
 

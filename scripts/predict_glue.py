@@ -59,21 +59,15 @@ def predict(checkpoint: str, data: str, split: str, batch_size: int = 64,
 
 
 def main(argv=None) -> int:
+    from fairseq_crild.hub import add_loading_options
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint")
     p.add_argument("--data", required=True, help="prepare_glue.py output folder")
     p.add_argument("--split", default="test")
     p.add_argument("--out-dir", default=".")
     p.add_argument("--batch-size", type=int, default=64, help="examples per forward pass (>= 1)")
-    p.add_argument("--max-positions", type=int, default=None,
-                   help="truncate each input (longest-first) to this many tokens (default: "
-                        "the checkpoint's training --max-positions, as its dev evaluation)")
-    p.add_argument("--allow-any-role", action="store_true",
-                   help="predict with a checkpoint whatever role it records (default off: a "
-                        "stage-1 ILD student, whose head was never trained, is refused)")
-    p.add_argument("--allow-other-task", action="store_true",
-                   help="predict --data of another GLUE task than the checkpoint's (default "
-                        "off: refused; MNLI checkpoints on AX are always accepted)")
+    add_loading_options(p, "predict")
     args = p.parse_args(argv)
     try:
         task, preds = predict(args.checkpoint, args.data, args.split, args.batch_size,
