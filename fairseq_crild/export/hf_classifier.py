@@ -66,6 +66,12 @@ def _roberta_head_problem(clf: Classifier) -> str:
 def check_representable(clf: Classifier) -> None:
     """Refuses heads whose function the transformers class cannot express."""
     arch = hf_architecture(clf)
+    if clf.model.mean_pooled:
+        raise ExportError(
+            f"{clf.checkpoint}: the model reads the mean of its last layer "
+            f"(--sentence-pooling mean); transformers' {arch} reads the [CLS] pooler, so its "
+            "predictions would differ. Export to ONNX instead (scripts/export_onnx.py), or "
+            "distil with --sentence-pooling cls")
     activation = str(clf.model.cfg.classifier_activation)
     if activation != "none":
         raise ExportError(

@@ -61,7 +61,7 @@ class OnnxClassifier(nn.Module):
         key_keep = keep[:, None, None, :]
         for layer in self.model.layers:
             x, _ = layer(x, key_keep, False, False)
-        return self.model.classification_heads[self.head](self.model.pool(x))
+        return self.model.classification_heads[self.head](self.model.pool(x, ~keep))
 
 
 class OnnxRobertaClassifier(OnnxClassifier):

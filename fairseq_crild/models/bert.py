@@ -1,8 +1,9 @@
 """A BERT encoder as a fairseq model, numerically equivalent to Hugging Face's BertModel.
 
 Word + learned absolute position + token-type embeddings, LayerNorm, post-LN transformer
-layers with erf-GELU, a tanh pooler on [CLS] and named classification/regression heads (one
-body can carry several task heads, as fairseq's RoBERTa does). Intermediate features are
+layers with erf-GELU, a tanh pooler on [CLS] (or a mean over tokens) and named
+classification/regression heads (one body can carry several task heads, as fairseq's RoBERTa
+does). Intermediate features are
 returned only when a :class:`FeatureRequest` asks for them; layers whose attention scores are
 not requested use fused scaled-dot-product attention.
 """
@@ -30,6 +31,7 @@ from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_ACTIVATIONS = ChoiceEnum(["none", "relu"])
+SENTENCE_POOLINGS = ChoiceEnum(["cls", "mean"])
 
 
 @dataclass
@@ -53,6 +55,15 @@ class BertConfig(FairseqDataclass):
         metadata={
             "help": "activation on the pooled output before the head: 'none' is standard "
             "BERT, 'relu' reproduces the CR-ILD authors' head (Linear(relu(pooler)))"
+        },
+    )
+    sentence_pooling: SENTENCE_POOLINGS = field(
+        default="cls",
+        metadata={
+            "help": "what the head reads: 'cls' is BERT's tanh(pooler([CLS])); 'mean' is the "
+            "mean of the last layer over real tokens with no pooler, the pooling that "
+            "sentence encoders such as all-MiniLM-L6-v2 were trained with (their [CLS] "
+            "pooler is untrained)"
         },
     )
     init_std: float = field(default=0.02, metadata={"help": "stddev of weight init"})
@@ -171,7 +182,10 @@ class BertModel(BaseFairseqModel):
         self.padding_idx = padding_idx
         self.embeddings = self.build_embeddings(vocab_size, cfg, padding_idx)
         self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.encoder_layers))
-        self.pooler = nn.Linear(cfg.encoder_embed_dim, cfg.encoder_embed_dim)
+        # mean pooling has no pooler: a parameter without gradients would stall DDP
+        self.pooler: Optional[nn.Linear] = (
+            None if self.mean_pooled else nn.Linear(cfg.encoder_embed_dim, cfg.encoder_embed_dim)
+        )
         self.classification_heads = nn.ModuleDict()
         self.apply(self._init_weights)
 
@@ -202,6 +216,10 @@ class BertModel(BaseFairseqModel):
         return self.cfg.max_position_embeddings
 
     @property
+    def mean_pooled(self) -> bool:
+        return str(getattr(self.cfg, "sentence_pooling", "cls")) == "mean"
+
+    @property
     def num_layers(self) -> int:
         return len(self.layers)
 
@@ -226,8 +244,15 @@ class BertModel(BaseFairseqModel):
         head.apply(self._init_weights)
         self.classification_heads[name] = head
 
-    def pool(self, features: Tensor) -> Tensor:
-        return torch.tanh(self.pooler(features[:, 0]))
+    def pool(self, features: Tensor, padding_mask: Optional[Tensor] = None) -> Tensor:
+        """The sentence vector the heads read (see ``--sentence-pooling``); ``padding_mask``
+        (B, T, True at padding) is needed for mean pooling only."""
+        if self.pooler is not None:
+            return torch.tanh(self.pooler(features[:, 0]))
+        if padding_mask is None:
+            return features.mean(dim=1)
+        keep = (~padding_mask).unsqueeze(-1).to(features.dtype)
+        return (features * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1.0)
 
     def forward(
         self,
@@ -270,7 +295,7 @@ class BertModel(BaseFairseqModel):
             extra["qkv"] = qkv
 
         if classification_head_name is not None or request.pooled_output:
-            pooled = self.pool(x)
+            pooled = self.pool(x, padding_mask)
             extra["pooled_output"] = pooled
             if classification_head_name is not None:
                 return self.classification_heads[classification_head_name](pooled), extra
@@ -288,6 +313,9 @@ class BertModel(BaseFairseqModel):
         head_prefix = prefix + "classification_heads."
         current = self.state_dict()
         for key in list(state_dict.keys()):
+            if self.pooler is None and key.startswith(prefix + "pooler."):
+                del state_dict[key]  # a [CLS]-pooled source read by a mean-pooled model
+                continue
             if not key.startswith(head_prefix):
                 continue
             head_name = key[len(head_prefix):].split(".")[0]
