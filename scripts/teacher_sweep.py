@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-every", type=int, default=50)
     p.add_argument("--summary", default="", help="JSON table (default OUT/TASK-sweep.json)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present) | cpu | cuda")
+    p.add_argument("--sentence-pooling", default="cls", choices=("cls", "mean"),
+                   help="what the head reads (the model's --sentence-pooling)")
     args = p.parse_args(argv)
     from fairseq_crild.data.glue_tasks import get_task
 
@@ -75,14 +77,16 @@ def main(argv=None) -> int:
             "--encoder-embed-dim", str(cfg["encoder_embed_dim"]),
             "--encoder-attention-heads", str(cfg["encoder_attention_heads"]),
             "--encoder-ffn-embed-dim", str(cfg["encoder_ffn_embed_dim"]),
-            "--max-position-embeddings", str(cfg["max_position_embeddings"])]
+            "--max-position-embeddings", str(cfg["max_position_embeddings"]),
+            "--sentence-pooling", args.sentence_pooling]
+    pooling_tag = "" if args.sentence_pooling == "cls" else f"-{args.sentence_pooling}"
     device = recipe.resolve_device(args.device)
     summary = args.summary or os.path.join(out, f"{task}-sweep.json")
     rows = []
     for opt in args.optimizers.split(","):
         for epochs in (int(e) for e in args.epochs.split(",")):
             for lr in (float(x) for x in args.lrs.split(",")):
-                name = f"{opt}-lr{lr:g}-ep{epochs}"
+                name = f"{opt}-lr{lr:g}-ep{epochs}{pooling_tag}"
                 save = os.path.join(out, "teachers", task, name)
                 budget = recipe.Budget(epochs, 1, 1, eval_every=args.eval_every, teacher_lr=lr)
                 cmd = (recipe.teacher_args(data, save, base_ckpt, arch, n_train, metric, budget,
@@ -98,6 +102,7 @@ def main(argv=None) -> int:
                 best = max(scored, key=lambda r: r[key])
                 rows.append({
                     "task": task, "optimizer": opt, "lr": lr, "epochs": epochs,
+                    "sentence_pooling": args.sentence_pooling,
                     "seed": args.seed, "metric": metric, "best": best[key],
                     "best_update": best.get("valid_num_updates"), "last": scored[-1][key],
                     "best_dev_loss": best.get("valid_loss"), "n_evals": len(scored),
