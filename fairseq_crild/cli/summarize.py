@@ -1,44 +1,54 @@
-"""Mean and std over seeds of the pipeline's report.json files, as a markdown table.
+"""Method comparison over seeds from the pipeline's report.json files, as markdown tables.
 
 ``crild-summarize`` is the installed command; ``python scripts/summarize_reports.py`` runs the same
-``main`` from a source checkout.
+``main`` from a source checkout. The statistics live in :mod:`fairseq_crild.pipeline.summary`.
 
-    crild-summarize runs/table [--task RTE]
+    crild-summarize runs/table [--task RTE] [--setting full] [--baseline kd]
+        [--json summary.json] [--plots figures/]
+
+Per task and method: mean ± sample std over seeds, the per-seed scores, the ratio to the
+teacher, the student's wall time, and the difference to the baseline paired by seed with a
+paired t interval and a percentile bootstrap interval (both over seeds only).
 """
 
 import argparse
-import glob
-import json
-import os
-import statistics
 import sys
-from collections import defaultdict
+from typing import List, Optional
+
+from fairseq_crild.pipeline import summary
+
+PROG = "crild-summarize"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", help="the --out folder of run_pipeline.py")
-    p.add_argument("--task", default="*")
-    args = p.parse_args(argv)
-    reports = [json.load(open(f)) for f in sorted(glob.glob(
-        os.path.join(args.out, "runs", args.task, "*", "seed*", "report.json")))]
-    if not reports:
-        print(f"no report.json under {args.out}/runs", file=sys.stderr)
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("out", help="the --out folder of crild-pipeline (holds runs/)")
+    p.add_argument("--task", default="*", help="task name or glob (default: every task)")
+    p.add_argument("--setting", default="full",
+                   help="full, few_sample or label_noise (runs/TASK-SETTING/); default full")
+    p.add_argument("--baseline", default="kd", help="method the others are compared with")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="coverage of both intervals (default 0.95)")
+    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+    p.add_argument("--plots", metavar="DIR", help="also write one PNG per task into DIR")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        result = summary.summarize(summary.load_reports(args.out, args.task, args.setting),
+                                   args.baseline, args.confidence)
+        print(summary.to_markdown(result), end="")
+        if args.json:
+            summary.write_json(result, args.json)
+            print(f"wrote {args.json}", file=sys.stderr)
+        if args.plots:
+            for path in summary.plot(result, args.plots):
+                print(f"wrote {path}", file=sys.stderr)
+    except (ValueError, OSError) as e:
+        print(f"{PROG}: error: " + str(e).replace("\n", " "), file=sys.stderr)
         return 1
-    groups = defaultdict(list)
-    for r in reports:
-        groups[(r["task"], r["method"])].append(r)
-    print("| task | method | seeds | dev " + reports[0]["metric"] + " mean | std | per seed |"
-          " teacher | wall s (mean) |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (task, method), rs in sorted(groups.items()):
-        scores = [r["student_dev"] for r in sorted(rs, key=lambda r: r["seed"])]
-        std = statistics.stdev(scores) if len(scores) > 1 else 0.0
-        wall = statistics.mean(sum(v for k, v in r["wall_s"].items() if k != "teacher")
-                               for r in rs)
-        print(f"| {task} | {method} | {len(rs)} | {statistics.mean(scores):.2f} | {std:.2f} | "
-              f"{', '.join(f'{s:.2f}' for s in scores)} | {rs[0]['teacher_dev']:.2f} | "
-              f"{wall:.0f} |")
     return 0
 
 
