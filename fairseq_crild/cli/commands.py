@@ -34,5 +34,7 @@ COMMANDS = {
     "crild-benchmark-inference": ("fairseq_crild.cli.benchmark_inference:main",
                                   "inference latency / throughput of teacher and student"),
     "crild-summarize": ("fairseq_crild.cli.summarize:main",
-                        "mean and std over seeds of the pipeline's reports"),
+                        "tables with paired intervals and plots from the pipeline's reports"),
+    "crild-compare": ("fairseq_crild.cli.compare:main",
+                      "the pipeline for methods x seeds of one task, N runs at a time"),
 }

@@ -70,6 +70,7 @@ class Budget:
     selection: str = "main"  # "authors": AUTHORS_SELECTION; "main": the task's first metric
     epoch_end_eval: bool = True  # also evaluate at every epoch end (fairseq's default)
     drop_last: bool = False  # every stage skips the last incomplete training batch
+    sentence_pooling: str = "cls"  # "mean": the head reads the token mean (sentence encoders)
 
 
 def paper_stage1_epochs(task: str) -> int:
@@ -143,12 +144,17 @@ def teacher_checkpoint(setting: str) -> str:
 
 
 def head_args(budget: Budget) -> List[str]:
-    """Classifier head options, for the teacher and every student."""
-    if budget.head == "authors":  # Linear(relu(tanh pooler)), no dropout
-        return ["--classifier-activation", "relu", "--pooler-dropout", "0"]
-    if budget.head != "standard":
+    """Classifier head options, for the teacher and every student: what the head reads
+    (``sentence_pooling``) and what it does with it (``head``)."""
+    if budget.head not in ("authors", "standard"):
         raise ValueError(f"Budget.head {budget.head!r}: choose 'authors' or 'standard'")
-    return []  # the model's defaults: dropout 0.1 + Linear(pooler)
+    if budget.sentence_pooling not in ("cls", "mean"):
+        raise ValueError(f"Budget.sentence_pooling {budget.sentence_pooling!r}: choose 'cls' "
+                         "or 'mean'")
+    args = ["--sentence-pooling", "mean"] if budget.sentence_pooling == "mean" else []
+    if budget.head == "authors":  # Linear(relu(pooled)), no dropout
+        args += ["--classifier-activation", "relu", "--pooler-dropout", "0"]
+    return args  # "standard": the model's defaults, dropout 0.1 + Linear(pooled)
 
 
 def optimizer_args(budget: Budget) -> List[str]:

@@ -1,0 +1,142 @@
+"""Runs the pipeline for methods x seeds of one task against one teacher, N runs at a time.
+
+    crild-compare --task STS-B --out runs/table --budget table --bf16 --jobs 2
+
+The teacher is trained once (by the first run, alone) unless ``--teacher`` names one; then
+the remaining runs go ``--jobs`` at a time, each with ``--threads`` torch threads (two runs of
+two threads on two cores oversubscribe and each runs several times slower). Runs that have a
+report.json are skipped, so rerunning continues a comparison cut short. Each run logs to
+OUT/logs/; after each run the table is rewritten (OUT/summary-TASK.md / .json).
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional
+
+from fairseq_crild.pipeline import comparison, recipe
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", required=True, help="the pipelines' shared --out folder")
+    p.add_argument("--methods", default=",".join(comparison.COMPARED))
+    p.add_argument("--seeds", default="1,2,3,4,5")
+    p.add_argument("--budget", default="table", help="paper | cpu | table | smoke")
+    p.add_argument("--teacher", default=None, help="a fine-tuned teacher checkpoint to reuse")
+    p.add_argument("--glue-dir", default=os.environ.get("GLUE_DIR", "../shared/data/glue"))
+    p.add_argument("--base", default="minilm")
+    p.add_argument("--student-layers", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 in every stage")
+    p.add_argument("--device", default="cpu", choices=recipe.DEVICES)
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every checkpoint (default: a finished run keeps only stage 2's "
+                   "best, ~200 MB instead of ~800 MB for a 3-layer MiniLM student)")
+    args = p.parse_args(argv)
+    try:
+        methods = comparison.parse_methods(args.methods)
+        seeds = comparison.parse_seeds(args.seeds)
+        if args.jobs < 1 or args.threads < 1:
+            raise ValueError("--jobs and --threads must be at least 1")
+        recipe.budget_for(args.budget, args.task)  # an unknown budget fails before any run
+        return _run(args, methods, seeds)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"crild-compare: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> List[str]:
+    cmd = [sys.executable, "-m", "fairseq_crild.cli.pipeline", "--task", run.task,
+           "--method", run.method, "--seed", str(run.seed), "--budget", args.budget,
+           "--glue-dir", os.path.abspath(args.glue_dir), "--out", os.path.abspath(args.out),
+           "--base", args.base, "--student-layers", str(args.student_layers),
+           "--device", args.device, "--quiet"]
+    if teacher:
+        cmd += ["--teacher", teacher]
+    if args.bf16:
+        cmd.append("--bf16")
+    return cmd
+
+
+def _execute(args, run: comparison.PlannedRun, teacher: Optional[str]) -> float:
+    """One pipeline run in a child process, ``--threads`` threads; returns its wall time."""
+    logs = os.path.join(args.out, "logs")
+    os.makedirs(logs, exist_ok=True)
+    log_path = os.path.join(logs, f"{run.task}-{run.method}-seed{run.seed}.log")
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    start = time.time()
+    with open(log_path, "a", encoding="utf-8") as log:
+        rc = subprocess.call(_pipeline_cmd(args, run, teacher), stdout=log,
+                             stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise RuntimeError(f"{run.method} seed {run.seed} failed (exit {rc}); see {log_path}")
+    if not args.keep_checkpoints:
+        for path in comparison.prunable_checkpoints(run.run_dir(args.out)):
+            os.remove(path)
+    return time.time() - start
+
+
+def _teacher_of(args, task: str) -> str:
+    """The teacher the pipeline trained for this budget (the first run trains it)."""
+    return os.path.join(os.path.abspath(args.out), "teachers", f"{task}-{args.budget}",
+                        "checkpoint_best.pt")
+
+
+def _write_summary(args, task: str) -> None:
+    from fairseq_crild.pipeline import summary
+
+    try:
+        table = summary.summarize(summary.load_reports(args.out, task))
+    except ValueError as err:  # e.g. no finished run yet
+        print(f"crild-compare: no table yet ({err})", flush=True)
+        return
+    stem = os.path.join(args.out, f"summary-{task}")
+    with open(stem + ".md.tmp", "w", encoding="utf-8") as f:
+        f.write(summary.to_markdown(table))
+    os.replace(stem + ".md.tmp", stem + ".md")
+    summary.write_json(table, stem + ".json")
+
+
+def _run(args, methods: List[str], seeds: List[int]) -> int:
+    from fairseq_crild.data.glue_tasks import get_task
+
+    task = get_task(args.task).name
+    todo = comparison.plan(task, methods, seeds, args.out)
+    print(f"crild-compare: {len(todo)} of {len(methods) * len(seeds)} runs left", flush=True)
+    teacher = os.path.abspath(args.teacher) if args.teacher else None
+    if teacher is None and not os.path.isfile(_teacher_of(args, task)) and todo:
+        first = todo.pop(0)  # trains the teacher; the others then share it
+        wall = _execute(args, first, None)
+        print(f"done {first.method} seed {first.seed} ({wall:.0f} s, with the teacher)",
+              flush=True)
+        _write_summary(args, task)
+    teacher = teacher or _teacher_of(args, task)
+    if not os.path.isfile(teacher):
+        raise FileNotFoundError(f"no teacher at {teacher}")
+    failed = []
+
+    def one(run: comparison.PlannedRun) -> None:
+        try:
+            wall = _execute(args, run, teacher)
+            print(f"done {run.method} seed {run.seed} ({wall:.0f} s)", flush=True)
+        except RuntimeError as err:
+            failed.append(str(err))
+            print(f"FAILED {err}", flush=True)
+        _write_summary(args, task)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(one, todo))
+    if failed:
+        raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

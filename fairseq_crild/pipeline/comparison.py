@@ -1,0 +1,67 @@
+"""Planning a methods x seeds comparison: which pipeline runs are left, in which order, and
+what to prune once a run has its report. Pure (no processes), so tests can check the plan."""
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, List
+
+from fairseq_crild.pipeline import recipe
+
+#: the comparison's methods, in table order
+COMPARED = ("finetune", "kd", "pkd", "tinybert", "l_ild", "cr_ild", "cr_ild_release",
+            "bert_emd")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    task: str
+    method: str
+    seed: int
+
+    def run_dir(self, out: str) -> str:
+        """Where the pipeline writes this run (``--out``'s runs/TASK/METHOD/seedN)."""
+        return os.path.join(out, "runs", self.task, self.method, f"seed{self.seed}")
+
+    def finished(self, out: str) -> bool:
+        return os.path.isfile(os.path.join(self.run_dir(out), "report.json"))
+
+
+def parse_methods(spec: str) -> List[str]:
+    methods = [m.strip() for m in spec.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in recipe.METHODS]
+    if unknown or not methods:
+        raise ValueError(f"--methods {spec!r}: unknown {unknown}; choose from "
+                         f"{', '.join(sorted(recipe.METHODS))}")
+    return methods
+
+
+def parse_seeds(spec: str) -> List[int]:
+    try:
+        seeds = [int(s) for s in spec.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {spec!r}: expected comma-separated integers") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {spec!r}: expected distinct seeds")
+    return seeds
+
+
+def plan(task: str, methods: Iterable[str], seeds: Iterable[int], out: str) -> List[PlannedRun]:
+    """The runs without a report yet, seed-major: a session cut short leaves whole seeds (every
+    method of seed 1 before any of seed 2), which is what a paired comparison needs."""
+    methods = list(methods)
+    return [run for seed in seeds for run in (PlannedRun(task, m, seed) for m in methods)
+            if not run.finished(out)]
+
+
+def prunable_checkpoints(run_dir: str) -> List[str]:
+    """Checkpoints a finished run no longer needs: everything but stage 2's best (the student
+    the report measured). Stage 1's last checkpoint only seeds stage 2, which is done."""
+    doomed = []
+    for stage in ("stage1", "stage2"):
+        folder = os.path.join(run_dir, stage)
+        if not os.path.isfile(os.path.join(folder, "done.json")):
+            continue  # an unfinished stage resumes from its checkpoints
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".pt") and not (stage == "stage2" and name == "checkpoint_best.pt"):
+                doomed.append(os.path.join(folder, name))
+    return doomed

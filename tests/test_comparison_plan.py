@@ -1,0 +1,48 @@
+"""crild-compare's plan: seed-major order, finished runs skipped, pruning keeps the student."""
+
+import os
+
+import pytest
+
+from fairseq_crild.cli import compare
+from fairseq_crild.pipeline import comparison
+
+
+def _touch(path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    open(path, "w").close()
+
+
+def test_seed_major_and_finished_runs_skipped(tmp_path):
+    out = str(tmp_path)
+    _touch(os.path.join(out, "runs", "RTE", "kd", "seed1", "report.json"))
+    _touch(os.path.join(out, "runs", "RTE", "cr_ild", "seed2", "stage1", "done.json"))
+    todo = comparison.plan("RTE", ["kd", "cr_ild"], [1, 2], out)
+    assert [(r.method, r.seed) for r in todo] == [("cr_ild", 1), ("kd", 2), ("cr_ild", 2)]
+
+
+def test_pruning_keeps_stage2_best_and_unfinished_stages(tmp_path):
+    run = tmp_path / "run"
+    for name in ("stage1/checkpoint_last.pt", "stage1/done.json", "stage2/checkpoint_best.pt",
+                 "stage2/checkpoint_last.pt", "stage2/checkpoint_1_50.pt", "stage2/done.json"):
+        _touch(str(run / name))
+    doomed = comparison.prunable_checkpoints(str(run))
+    assert sorted(os.path.relpath(p, run) for p in doomed) == [
+        "stage1/checkpoint_last.pt", "stage2/checkpoint_1_50.pt", "stage2/checkpoint_last.pt"]
+    os.remove(str(run / "stage2/done.json"))  # stage 2 unfinished: it resumes from them
+    assert [os.path.relpath(p, run) for p in comparison.prunable_checkpoints(str(run))] == [
+        "stage1/checkpoint_last.pt"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--methods", "kd,nope"], "unknown ['nope']"),
+    (["--seeds", "1,x"], "comma-separated integers"),
+    (["--seeds", "1,1"], "distinct"),
+    (["--budget", "huge"], "--budget 'huge'"),
+    (["--jobs", "0"], "at least 1"),
+])
+def test_bad_options_fail_before_any_run(tmp_path, capsys, argv, message):
+    rc = compare.main(["--task", "RTE", "--out", str(tmp_path / "o"), *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and message in err[-1] and err[-1].startswith("crild-compare: error:")
+    assert not (tmp_path / "o").exists()
