@@ -2,7 +2,8 @@
 
     crild-compare --task STS-B --out runs/table --budget table --bf16 --jobs 2
 
-The teacher is trained once (by the first run, alone) unless ``--teacher`` names one; then
+The first run goes alone: it converts the base model, binarises the task and (unless
+``--teacher`` names one) trains the teacher, which every run then shares; then
 the remaining runs go ``--jobs`` at a time, each with ``--threads`` torch threads (two runs of
 two threads on two cores oversubscribe and each runs several times slower). Runs that have a
 report.json are skipped, so rerunning continues a comparison cut short. Each run logs to
@@ -111,11 +112,16 @@ def _run(args, methods: List[str], seeds: List[int]) -> int:
     todo = comparison.plan(task, methods, seeds, args.out)
     print(f"crild-compare: {len(todo)} of {len(methods) * len(seeds)} runs left", flush=True)
     teacher = os.path.abspath(args.teacher) if args.teacher else None
-    if teacher is None and not os.path.isfile(_teacher_of(args, task)) and todo:
-        first = todo.pop(0)  # trains the teacher; the others then share it
-        wall = _execute(args, first, None)
-        print(f"done {first.method} seed {first.seed} ({wall:.0f} s, with the teacher)",
-              flush=True)
+    shared = [teacher or _teacher_of(args, task),
+              os.path.join(args.out, "base", "model.pt"),
+              os.path.join(args.out, "data", task, "meta.json")]
+    if todo and not all(os.path.isfile(path) for path in shared):
+        # the first run converts the base, binarises the task and trains the teacher alone:
+        # the others then share them instead of racing to write the same folders
+        first = todo.pop(0)
+        wall = _execute(args, first, teacher)
+        print(f"done {first.method} seed {first.seed} ({wall:.0f} s, with the shared "
+              "setup)", flush=True)
         _write_summary(args, task)
     teacher = teacher or _teacher_of(args, task)
     if not os.path.isfile(teacher):
