@@ -29,7 +29,7 @@ from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import head_sizes, load_bert, read_checkpoint
+from fairseq_crild.models.loading import head_sizes, load_checkpoint, read_checkpoint
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
 from fairseq_crild.teacher import TeacherMismatchError, check_compatible
 
@@ -96,25 +96,20 @@ def load_checked(path: str, task: DistillGlueTask, allow_any_role: bool = False,
     """The classifier model of ``path`` for ``task``'s data, after the checks the teacher
     loader makes (vocabulary, head, label names) plus its role and GLUE task. Shared by the
     hub and scripts/predict_glue.py."""
-    if state is None:
-        state = read_checkpoint(path)
     head = task.cfg.classification_head_name
-    converted = state
-    if rc.is_fairseq_roberta(state):
-        converted = rc.roberta_as_crild_state(state, path, head, task.dictionary.pad())
+    ckpt = load_checkpoint(path, head, task.dictionary.pad(), saved=state)
     if not allow_any_role:
-        check_role(state, path, "classifier", head_sizes(converted["model"]), head,
+        check_role(ckpt.saved, path, "classifier", ckpt.heads, head,
                    "--allow-any-role (Python: allow_any_role=True)")
     if not allow_other_task:
-        check_glue_task(state, path, task.cfg.data, task.meta.get("task"))
+        check_glue_task(ckpt.saved, path, task.cfg.data, task.meta.get("task"))
     try:
-        check_compatible(converted, path, task.dictionary, head, task.num_classes,
+        check_compatible(ckpt.state, path, task.dictionary, head, task.num_classes,
                          task.label_names, os.path.join(task.cfg.data, "input0", "dict.txt"),
                          what="checkpoint")
     except TeacherMismatchError as err:
         raise ClassifierMismatchError(str(err)) from None
-    model, _ = load_bert(path, task.dictionary, head, state=converted)
-    return model
+    return ckpt.build(task.dictionary)
 
 
 class GlueClassifier(torch.nn.Module):

@@ -8,6 +8,7 @@ the student's device and dtype explicitly.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -17,7 +18,7 @@ from torch import Tensor
 from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import build_from_state, head_sizes, read_checkpoint
+from fairseq_crild.models.loading import head_sizes, load_checkpoint
 from fairseq_crild.models.requests import FeatureRequest
 
 logger = logging.getLogger(__name__)
@@ -103,6 +104,45 @@ def check_labels(state: Dict[str, Any], path: str, label_names: List[str],
         f"{fix}")
 
 
+def _symbols(d: Dictionary) -> List[str]:
+    return [d[i] for i in range(len(d))]
+
+
+def check_roberta_training_data(state: Dict[str, Any], path: str, dictionary: Dictionary,
+                                dict_path: Optional[str], label_names: List[str]) -> None:
+    """Compares the dictionaries of the folder the RoBERTa teacher was fine-tuned on (when it
+    is readable here) with the distillation data's; raises naming both files. Without that
+    folder only sizes can be compared (embedding rows, head outputs: see check_compatible)."""
+    data = (state.get("roberta_source") or {}).get("task", {}).get("data")
+    ours = dict_path or "the data's input0/dict.txt"
+    if not data or not isinstance(data, str):
+        logger.warning(f"teacher {path}: its config names no data folder; vocabulary and "
+                       "labels checked by size only")
+        return
+    teacher_dict = os.path.join(data, "input0", "dict.txt")
+    if not os.path.isfile(teacher_dict):
+        logger.warning(f"teacher {path}: {teacher_dict} (its fine-tuning data) is not here; "
+                       "vocabulary and labels checked by size only")
+        return
+    theirs = Dictionary.load(teacher_dict)
+    theirs.add_symbol("<mask>")  # as fairseq's sentence_prediction/masked_lm tasks do
+    if _symbols(theirs) != _symbols(dictionary):
+        raise TeacherMismatchError(
+            f"teacher {path}: its vocabulary ({teacher_dict}, {len(theirs)} symbols with "
+            f"<mask>) differs from {ours} ({len(dictionary)} symbols); binarise the data with "
+            "the teacher's dict.txt (scripts/prepare_glue_roberta.py --dict)")
+    label_dict = os.path.join(data, "label", "dict.txt")
+    if label_names and os.path.isfile(label_dict):
+        d = Dictionary.load(label_dict)
+        teacher_labels = _symbols(d)[d.nspecial:]
+        if teacher_labels != list(label_names):
+            raise TeacherMismatchError(
+                f"teacher {path}: its classes are ordered as {label_dict} says "
+                f"({teacher_labels}), the task's as {list(label_names)}; fine-tune the teacher "
+                "on a folder written by scripts/prepare_glue_roberta.py (fairseq's recipe "
+                "orders labels by frequency)")
+
+
 class FrozenTeacher:
     """A BERT (or RoBERTa) teacher in eval mode with ``requires_grad`` off, run without
     autograd."""
@@ -121,21 +161,18 @@ class FrozenTeacher:
         its fine-tuning data's dictionaries compared with ``dict_path``'s when readable).
         A stage-1 ILD student is refused by its role (see checkpoint_roles) unless
         ``allow_any_role`` (--allow-any-teacher-role)."""
-        from fairseq_crild.models import roberta_conversion as rc
-
-        state = saved = read_checkpoint(path)
-        if rc.is_fairseq_roberta(state):
-            state = rc.roberta_as_crild_state(state, path, head_name, dictionary.pad())
-            rc.check_roberta_training_data(state, path, dictionary, dict_path, label_names)
-        check_compatible(state, path, dictionary, head_name, num_classes, label_names,
+        ckpt = load_checkpoint(path, head_name, dictionary.pad())
+        if ckpt.from_fairseq_roberta:
+            check_roberta_training_data(ckpt.state, path, dictionary, dict_path, label_names)
+        check_compatible(ckpt.state, path, dictionary, head_name, num_classes, label_names,
                          dict_path)
         if not allow_any_role:
             try:
-                check_role(saved, f"teacher {path}", "teacher", head_sizes(state["model"]),
-                           head_name, "--allow-any-teacher-role")
+                check_role(ckpt.saved, f"teacher {path}", "teacher", ckpt.heads, head_name,
+                           "--allow-any-teacher-role")
             except ValueError as err:
                 raise TeacherMismatchError(str(err)) from None
-        model = build_from_state(state, path, len(dictionary), dictionary.pad())
+        model = ckpt.build(dictionary)
         cfg = model.cfg
         logger.info(f"teacher {path}: {cfg.encoder_layers} layers x {cfg.encoder_embed_dim}, "
                     f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters, frozen")

@@ -70,9 +70,9 @@ def main(argv=None) -> int:
     with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)
     metric, n_train = recipe.metric_for(meta), meta["splits"]["train"]
-    import torch
+    from fairseq_crild.models.loading import saved_model_config
 
-    cfg = dict(torch.load(base_ckpt, map_location="cpu", mmap=True)["cfg"]["model"])
+    cfg = saved_model_config(base_ckpt)
     arch = ["--arch", "bert", "--encoder-layers", str(cfg["encoder_layers"]),
             "--encoder-embed-dim", str(cfg["encoder_embed_dim"]),
             "--encoder-attention-heads", str(cfg["encoder_attention_heads"]),

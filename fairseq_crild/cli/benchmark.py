@@ -199,7 +199,13 @@ def teacher_with_random_head(base: str, data: str, work: str) -> str:
     classes = 1 if meta.get("regression") else int(meta["num_classes"])
     path = os.path.join(work, f"teacher-random-head-{classes}.pt")
     if not os.path.isfile(path):
-        state = torch.load(os.path.join(base, "model.pt"), map_location="cpu")
+        from omegaconf import OmegaConf
+
+        from fairseq_crild.models.loading import read_checkpoint
+
+        state = read_checkpoint(os.path.join(base, "model.pt"))  # safe reading
+        if OmegaConf.is_config(state.get("cfg")):  # saved plain, as fairseq saves it
+            state["cfg"] = OmegaConf.to_container(state["cfg"], resolve=True)
         dim = state["model"]["pooler.weight"].shape[0]
         gen = torch.Generator().manual_seed(0)
         state["model"][f"classification_heads.{HEAD}.out_proj.weight"] = (

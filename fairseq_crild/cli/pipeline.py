@@ -49,9 +49,9 @@ def _arch_args(cfg: dict, layers: int = 0) -> list:
 
 
 def _base_config(ckpt: str) -> dict:
-    import torch
+    from fairseq_crild.models.loading import saved_model_config
 
-    return dict(torch.load(ckpt, map_location="cpu", mmap=True)["cfg"]["model"])
+    return saved_model_config(ckpt)
 
 
 def main(argv=None) -> int:

@@ -29,7 +29,7 @@ from fairseq_crild.data.roberta_data import is_roberta_data, load_roberta_dictio
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import checkpoint_input_format, load_bert, read_checkpoint
+from fairseq_crild.models.loading import load_checkpoint
 
 #: parity tolerance on logits (issue 8: "exported student predictions equal ours within 1e-4")
 TOLERANCE = 1e-4
@@ -138,8 +138,8 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     dict_path = dict_path or default_dict_path(checkpoint, data)
     if not os.path.isfile(dict_path):
         raise ExportError(f"dictionary not found: {dict_path} (pass --dict or --data)")
-    state = read_checkpoint(checkpoint)
-    input_format = checkpoint_input_format(state, checkpoint)
+    ckpt = load_checkpoint(checkpoint)
+    input_format = ckpt.input_format
     meta: Dict[str, Any] = {}
     if data:
         from fairseq_crild.tasks.distill_glue import read_meta
@@ -154,9 +154,8 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     # fairseq's RoBERTa dict.txt gains <mask>, as its tasks (and distill_glue) load it
     dictionary = (load_roberta_dictionary(dict_path) if input_format == "roberta"
                   else load_bert_dictionary(dict_path))
-    raw = state  # what fairseq saved (a RoBERTa conversion keeps no criterion or task config)
-    model, state = load_bert(checkpoint, dictionary, state=state)
-    model.eval()
+    raw, state = ckpt.saved, ckpt.state  # a RoBERTa's conversion keeps no task config
+    model = ckpt.build(dictionary).eval()
     head = _choose_head(model, head, checkpoint)
     heads = {name: h.out_proj.out_features for name, h in model.classification_heads.items()}
     if not allow_any_role:

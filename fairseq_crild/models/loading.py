@@ -1,30 +1,39 @@
-"""Rebuilding a ``bert`` model from a fairseq checkpoint outside ``fairseq-train``.
+"""The one way to read a checkpoint outside ``fairseq-train``: :func:`load_checkpoint`.
 
-Used by the export script, the teacher loader and tests. Loading goes through fairseq's own
-``load_checkpoint_to_cpu`` (safe loading with our allow-list, see checkpoint_safety).
+Whatever the file holds (a checkpoint of this plugin's ``bert*`` / ``crild_roberta*``
+models, or a fairseq ``roberta`` one), :func:`load_checkpoint` returns it in our layout (our
+parameter names and model config, see :mod:`~fairseq_crild.models.roberta_conversion`) next to
+what fairseq saved (its role, task config and training length). The teacher loader, the
+student initialisation, the hub, prediction, export and the report all read through it.
+Reading goes through fairseq's own ``load_checkpoint_to_cpu`` (safe loading with our
+allow-list and one-line errors, see checkpoint_safety).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Dict, Optional, Tuple, Type
 
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 
+from fairseq_crild.checkpoint_safety import NotACheckpointError
 from fairseq_crild.models import roberta  # noqa: F401  (registers crild_roberta)
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertConfig, BertModel
 
 BERT_FIELDS = {f.name for f in dataclasses.fields(BertConfig)}
 
+#: ``head`` of :func:`load_checkpoint`: keep a fairseq RoBERTa's only classification head
+ONLY_HEAD = "<only head>"
+
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
-    """fairseq's loader (safe, upgraded); raises FileNotFoundError with the path if absent,
-    :class:`~fairseq_crild.checkpoint_safety.UnsafeCheckpointError` (one line) for a file that
-    is not a readable fairseq checkpoint."""
-    import os
-
+    """What fairseq saved, through its loader (safe, upgraded); raises FileNotFoundError with
+    the path if absent, :class:`~fairseq_crild.checkpoint_safety.UnsafeCheckpointError` (one
+    line) for a file that is not a readable fairseq checkpoint. Not converted: use
+    :func:`load_checkpoint` for the model."""
     if os.path.isdir(path):
         raise FileNotFoundError(f"checkpoint {path} is a folder; give the .pt file inside it "
                                 "(e.g. checkpoint_best.pt)")
@@ -32,11 +41,78 @@ def read_checkpoint(path: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state = checkpoint_utils.load_checkpoint_to_cpu(path)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        from fairseq_crild.checkpoint_safety import NotACheckpointError
-
         raise NotACheckpointError(f"{path}: no state dict under 'model'; not a checkpoint of "
                                   "fairseq-train or scripts/convert_hf_bert.py")
     return state
+
+
+def saved_model_config(path: str) -> Dict[str, Any]:
+    """The model config a checkpoint was saved with, as a plain dict (safe reading)."""
+    return rc.model_config_dict(read_checkpoint(path))
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A checkpoint in our layout (``state``) and as fairseq saved it (``saved``; the same
+    object unless it was converted)."""
+
+    path: str
+    saved: Dict[str, Any]
+    state: Dict[str, Any]
+
+    @property
+    def from_fairseq_roberta(self) -> bool:
+        return self.state is not self.saved
+
+    @property
+    def model_state(self) -> Dict[str, Any]:
+        return self.state["model"]
+
+    @property
+    def heads(self) -> Dict[str, int]:
+        """{head name: number of outputs} of the classification heads."""
+        return head_sizes(self.state["model"])
+
+    @property
+    def model_class(self) -> Type[BertModel]:
+        return _class_and_config(self.state, self.path)[0]
+
+    @property
+    def config(self) -> BertConfig:
+        return _class_and_config(self.state, self.path)[1]
+
+    @property
+    def input_format(self) -> str:
+        """``bert`` or ``roberta``: the input layout of the model (and of its dict.txt)."""
+        return self.model_class.input_format
+
+    def build(self, dictionary: Dictionary) -> BertModel:
+        """The model, its heads and weights loaded strictly, after checking that
+        ``dictionary`` has as many symbols as its embeddings have rows."""
+        self.config  # refuses a foreign model before any shape check
+        rows = self.state["model"]["embeddings.word_embeddings.weight"].shape[0]
+        if rows != len(dictionary):
+            raise ValueError(
+                f"{self.path}: the model's vocabulary has {rows} entries but the dictionary has "
+                f"{len(dictionary)}; use the dict.txt the model was converted/trained with"
+            )
+        return build_from_state(self.state, self.path, len(dictionary), dictionary.pad())
+
+
+def load_checkpoint(path: str, head: Optional[str] = ONLY_HEAD, padding_idx: int = 1,
+                    saved: Optional[Dict[str, Any]] = None) -> Checkpoint:
+    """Reads ``path`` (or takes ``saved``, what :func:`read_checkpoint` returned for it) and
+    returns it in our layout. A fairseq ``roberta`` checkpoint is converted into
+    ``crild_roberta``, keeping the classification head ``head`` (:data:`ONLY_HEAD`: its only
+    one; None: none, e.g. to initialise a student); ``padding_idx``: its dictionary's."""
+    if saved is None:
+        saved = read_checkpoint(path)
+    state = saved
+    if rc.is_fairseq_roberta(saved):
+        if head == ONLY_HEAD:
+            head = rc.single_head(saved["model"], path)
+        state = rc.roberta_as_crild_state(saved, path, head, padding_idx)
+    return Checkpoint(path, saved, state)
 
 
 def _class_and_config(state: Dict[str, Any], path: str) -> Tuple[Type[BertModel], BertConfig]:
@@ -64,8 +140,8 @@ def model_class_for(name: str, path: str = "checkpoint") -> Type[BertModel]:
 
 def build_from_state(state: Dict[str, Any], path: str, vocab_size: int,
                      padding_idx: int) -> BertModel:
-    """The model a checkpoint (ours, or a converted one) describes, with its heads and
-    weights loaded strictly."""
+    """The model a checkpoint in our layout describes, with its heads and weights loaded
+    strictly."""
     cls, cfg = _class_and_config(state, path)
     model = cls(cfg, vocab_size, padding_idx)
     for name, size in head_sizes(state["model"]).items():
@@ -83,37 +159,11 @@ def head_sizes(state_dict: Dict[str, Any]) -> Dict[str, int]:
     return sizes
 
 
-def checkpoint_input_format(state: Dict[str, Any], path: str = "checkpoint") -> str:
-    """The input layout (``bert`` or ``roberta``) of a checkpoint's model, read from its config
-    before the model is built: the layout decides how its dict.txt must be loaded."""
-
-    if rc.is_fairseq_roberta(state):
-        return "roberta"
-    model_cfg = rc.model_config_dict(state)
-    name = str(model_cfg.get("_name") or model_cfg.get("arch") or "")
-    return model_class_for(name, path).input_format
-
-
 def load_bert(path: str, dictionary: Dictionary, head_name: Optional[str] = None,
               state: Optional[Dict[str, Any]] = None) -> Tuple[BertModel, Dict[str, Any]]:
-    """Builds the model a checkpoint describes, with its heads, and loads its weights.
-
-    A fairseq ``roberta`` checkpoint is converted into ``crild_roberta`` first, keeping the
-    head ``head_name`` (default: its only head; the returned state is the converted one).
-    ``state``: the checkpoint already read by :func:`read_checkpoint` (not read twice).
-    """
-
-    if state is None:
-        state = read_checkpoint(path)
-    if rc.is_fairseq_roberta(state):
-        head = head_name if head_name is not None else rc.single_head(state["model"], path)
-        state = rc.roberta_as_crild_state(state, path, head, dictionary.pad())
-    bert_config_from_checkpoint(state, path)  # refuses a foreign model before any shape check
-    sd = state["model"]
-    rows = sd["embeddings.word_embeddings.weight"].shape[0]
-    if rows != len(dictionary):
-        raise ValueError(
-            f"{path}: the model's vocabulary has {rows} entries but the dictionary has "
-            f"{len(dictionary)}; use the dict.txt the model was converted/trained with"
-        )
-    return build_from_state(state, path, len(dictionary), dictionary.pad()), state
+    """The model of a checkpoint and its state in our layout (:func:`load_checkpoint`, then
+    :meth:`Checkpoint.build`). ``head_name``: the fairseq RoBERTa head to keep (default: its
+    only head); ``state``: the checkpoint already read by :func:`read_checkpoint`."""
+    ckpt = load_checkpoint(path, ONLY_HEAD if head_name is None else head_name,
+                           dictionary.pad(), saved=state)
+    return ckpt.build(dictionary), ckpt.state

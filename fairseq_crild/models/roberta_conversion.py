@@ -9,20 +9,19 @@ the logits are fairseq's. The MLM head and other heads are dropped. Variants tha
 compute something else (pre-LN, another activation, scaled embeddings...) are refused by
 name rather than converted wrongly.
 
-Vocabulary and labels: a fairseq RoBERTa checkpoint records no fingerprint, but its config
-names the data folder it was fine-tuned on; when that folder is readable, its
-``input0/dict.txt`` and ``label/dict.txt`` are compared with the distillation data's (see
-:func:`check_roberta_training_data`).
+Pure functions of the saved state (no file is read, nothing is checked against data):
+:func:`fairseq_crild.models.loading.load_checkpoint` applies them. The converted state keeps
+the fine-tuning task config under ``roberta_source``, from which the teacher checks compare
+the folder the RoBERTa was fine-tuned on with the distillation data
+(:func:`fairseq_crild.teacher.check_roberta_training_data`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from argparse import Namespace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-from fairseq.data import Dictionary
 from omegaconf import OmegaConf
 from torch import Tensor
 
@@ -195,44 +194,3 @@ def roberta_as_crild_state(state: Dict[str, Any], path: str, head_name: Optional
     model_cfg = {**vars(cfg), "_name": MODEL_NAME}
     return {"cfg": {"model": model_cfg}, "model": sd, "task_state": {},
             "roberta_source": {"path": path, "task": task_config_dict(state)}}
-
-
-def _symbols(d: Dictionary) -> List[str]:
-    return [d[i] for i in range(len(d))]
-
-
-def check_roberta_training_data(state: Dict[str, Any], path: str, dictionary: Dictionary,
-                                dict_path: Optional[str], label_names: List[str]) -> None:
-    """Compares the dictionaries of the folder the RoBERTa teacher was fine-tuned on (when it
-    is readable here) with the distillation data's; raises naming both files. Without that
-    folder only sizes can be compared (embedding rows, head outputs: see check_compatible)."""
-    from fairseq_crild.teacher import TeacherMismatchError
-
-    data = (state.get("roberta_source") or {}).get("task", {}).get("data")
-    ours = dict_path or "the data's input0/dict.txt"
-    if not data or not isinstance(data, str):
-        logger.warning(f"teacher {path}: its config names no data folder; vocabulary and "
-                       "labels checked by size only")
-        return
-    teacher_dict = os.path.join(data, "input0", "dict.txt")
-    if not os.path.isfile(teacher_dict):
-        logger.warning(f"teacher {path}: {teacher_dict} (its fine-tuning data) is not here; "
-                       "vocabulary and labels checked by size only")
-        return
-    theirs = Dictionary.load(teacher_dict)
-    theirs.add_symbol("<mask>")  # as fairseq's sentence_prediction/masked_lm tasks do
-    if _symbols(theirs) != _symbols(dictionary):
-        raise TeacherMismatchError(
-            f"teacher {path}: its vocabulary ({teacher_dict}, {len(theirs)} symbols with "
-            f"<mask>) differs from {ours} ({len(dictionary)} symbols); binarise the data with "
-            "the teacher's dict.txt (scripts/prepare_glue_roberta.py --dict)")
-    label_dict = os.path.join(data, "label", "dict.txt")
-    if label_names and os.path.isfile(label_dict):
-        d = Dictionary.load(label_dict)
-        teacher_labels = _symbols(d)[d.nspecial:]
-        if teacher_labels != list(label_names):
-            raise TeacherMismatchError(
-                f"teacher {path}: its classes are ordered as {label_dict} says "
-                f"({teacher_labels}), the task's as {list(label_names)}; fine-tune the teacher "
-                "on a folder written by scripts/prepare_glue_roberta.py (fairseq's recipe "
-                "orders labels by frequency)")

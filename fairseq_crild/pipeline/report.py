@@ -8,13 +8,14 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from fairseq_crild.models.loading import read_checkpoint
 from fairseq_crild.pipeline import dev_analysis as dev
 from fairseq_crild.pipeline.runner import best_eval, parse_lines, parse_log
 
 
 def count_parameters(checkpoint: str) -> int:
-    state = torch.load(checkpoint, map_location="cpu", mmap=True)
-    return int(sum(v.numel() for v in state["model"].values()))
+    """Parameters of the model as saved (safe reading, see checkpoint_safety)."""
+    return int(sum(v.numel() for v in read_checkpoint(checkpoint)["model"].values()))
 
 
 def stage_metrics(log_path: str, metric: str, metric_names: List[str]) -> Dict[str, Any]:

@@ -51,8 +51,7 @@ from fairseq_crild.data.roberta_data import (
 from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.arch_check import guard_checkpoint_loading
 from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import read_checkpoint
-from fairseq_crild.models.roberta_conversion import convert_roberta_state_dict, is_fairseq_roberta
+from fairseq_crild.models.loading import load_checkpoint
 from fairseq_crild.student_init import copy_layers_into, select_source_layers
 from fairseq_crild.teacher import (
     FrozenTeacher,
@@ -433,10 +432,10 @@ class DistillGlueTask(FairseqTask):
             # checkpoint, so neither the initialisation source nor the teachers are read
             self.evaluation_only = True
         if self.cfg.init_student_from and not from_checkpoint:
-            state = read_checkpoint(self.cfg.init_student_from)
-            source = state["model"]
-            if is_fairseq_roberta(state):  # e.g. roberta.base's first layers
-                source = convert_roberta_state_dict(source, None, self.cfg.init_student_from)
+            # our layout (a fairseq RoBERTa, e.g. roberta.base's first layers, converted
+            # without its heads)
+            source = load_checkpoint(self.cfg.init_student_from, head=None,
+                                     padding_idx=self.dictionary.pad()).model_state
             n_source = len({k.split(".")[1] for k in source if k.startswith("layers.")})
             layers = select_source_layers(self.cfg.init_student_layers, model.num_layers,
                                           n_source)
