@@ -174,9 +174,8 @@ class GlueClassifier(torch.nn.Module):
 
         input0 = column([a for a, _ in pairs])
         input1 = column([b for _, b in pairs]) if self.task.meta.get("is_pair") else None
-        d = self.task.dictionary
-        return SentencePairDataset(input0, input1, None, cls=d.bos(), sep=d.eos(), pad=d.pad(),
-                                   max_positions=self.max_positions)
+        return self.task.layout.pair_dataset(self.task.dictionary, input0, input1, None,
+                                             self.max_positions)
 
     @torch.inference_mode()
     def logits(self, examples: Sequence[Example], batch_size: int = 32) -> torch.Tensor:

@@ -6,7 +6,9 @@
 * :mod:`~fairseq_crild.data.binarize`: ``prepare_task`` (what ``scripts/prepare_glue.py``
   runs) and readers of its output (``load_labels``, ``read_index``);
 * :mod:`~fairseq_crild.data.pair_dataset`: the ``[CLS] a [SEP] b [SEP]`` dataset the task
-  trains on.
+  trains on (:mod:`~fairseq_crild.data.roberta_data`: RoBERTa's layout);
+* :mod:`~fairseq_crild.data.layout`: which of the two a folder is in (dictionary, dataset
+  class, labels), and the one memory-mapped column reader.
 
 Nothing is imported here, so that importing one module does not pull in the others.
 """

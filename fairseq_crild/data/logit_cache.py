@@ -23,16 +23,18 @@ from typing import Any, Callable, Dict, Optional, Sequence
 
 import numpy as np
 import torch
-from fairseq.data import data_utils
 from torch import Tensor, nn
 
+from fairseq_crild.data.layout import load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import vocab_fingerprint
 
 logger = logging.getLogger(__name__)
 
-#: bump when the cached content changes meaning (invalidates every existing cache)
-CACHE_VERSION = 1
+#: bump when the cached content changes meaning (invalidates every existing cache).
+#: 2: rows of a RoBERTa-layout folder are the task's RoBERTa inputs (version 1 computed the
+#: teacher on BERT-layout items there: an extra </s> and BERT's truncation)
+CACHE_VERSION = 2
 DEFAULT_SUBDIR = "teacher_logits"
 
 
@@ -82,20 +84,15 @@ def data_fingerprint(data_dir: str, split: str) -> str:
 
 
 def full_split_dataset(task, split: str) -> SentencePairDataset:
-    """Every row of ``split`` as the task builds inputs (same truncation, no subset/noise)."""
+    """Every row of ``split`` as the task builds inputs (its layout and truncation, through
+    ``task.pair_dataset``; no subset, no label noise)."""
     if getattr(task.cfg, "ild_data", ""):
         raise LogitCacheError("the teacher-logit cache covers the task's own training split; "
                               "it cannot be combined with --ild-data")
-    loaded = {}
-    for kind in ("input0", "input1"):
-        path = os.path.join(task.cfg.data, kind, split)
-        loaded[kind] = (data_utils.load_indexed_dataset(path, None, dataset_impl="mmap")
-                        if os.path.isfile(path + ".bin") else None)
-    if loaded["input0"] is None:
+    input0 = load_column(task.cfg.data, "input0", split)
+    if input0 is None:
         raise LogitCacheError(f"no binarised {split!r} split under {task.cfg.data}")
-    d = task.dictionary
-    return SentencePairDataset(loaded["input0"], loaded["input1"], None, cls=d.bos(),
-                               sep=d.eos(), pad=d.pad(), max_positions=task.cfg.max_positions)
+    return task.pair_dataset(input0, load_column(task.cfg.data, "input1", split), None)
 
 
 class TeacherLogitCache:

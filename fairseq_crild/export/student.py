@@ -25,8 +25,8 @@ from fairseq.data import Dictionary
 from torch import Tensor
 
 from fairseq_crild.checkpoint_roles import check_role
-from fairseq_crild.data.roberta_data import is_roberta_data, load_roberta_dictionary
-from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.data.layout import layout_named, layout_of
+from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
@@ -145,15 +145,14 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
         from fairseq_crild.tasks.distill_glue import read_meta
 
         meta = read_meta(data)
-        data_format = "roberta" if is_roberta_data(meta) else "bert"
+        data_format = layout_of(meta).name
         if data_format != input_format:
             raise ExportError(
                 f"{checkpoint}: a {input_format}-layout student but {data} is in "
                 f"{data_format} layout; pass the folder it was trained on (prepare_glue"
                 f"{'_roberta' if input_format == 'roberta' else ''}.py)")
     # fairseq's RoBERTa dict.txt gains <mask>, as its tasks (and distill_glue) load it
-    dictionary = (load_roberta_dictionary(dict_path) if input_format == "roberta"
-                  else load_bert_dictionary(dict_path))
+    dictionary = layout_named(input_format).load_dictionary(dict_path)
     raw, state = ckpt.saved, ckpt.state  # a RoBERTa's conversion keeps no task config
     model = ckpt.build(dictionary).eval()
     head = _choose_head(model, head, checkpoint)

@@ -40,15 +40,9 @@ from fairseq_crild.data.batching import (
     fresh_pair_batches,
     length_bucket_batches,
 )
-from fairseq_crild.data.binarize import load_labels
+from fairseq_crild.data.layout import DataLayout, dict_path, layout_of, load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
-from fairseq_crild.data.roberta_data import (
-    RobertaPairDataset,
-    is_roberta_data,
-    load_roberta_dictionary,
-    load_roberta_labels,
-)
-from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.models.arch_check import guard_checkpoint_loading
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
@@ -262,11 +256,8 @@ class DistillGlueTask(FairseqTask):
     def setup_task(cls, cfg: DistillGlueConfig, **kwargs) -> "DistillGlueTask":
         _require_given(cfg)
         meta = read_meta(cfg.data)
-        dict_path = os.path.join(cfg.data, "input0", "dict.txt")
-        if is_roberta_data(meta):  # fairseq's dict.txt, <mask> appended as RoBERTa's tasks do
-            dictionary = load_roberta_dictionary(dict_path)
-        else:
-            dictionary = load_bert_dictionary(dict_path)
+        # RoBERTa: fairseq's dict.txt, <mask> appended as RoBERTa's tasks do
+        dictionary = layout_of(meta).load_dictionary(dict_path(cfg.data))
         kind = "regression" if meta.get("regression") else f"{meta.get('num_classes')} classes"
         logger.info(f"[{meta.get('task')}] dictionary: {len(dictionary)} types; {kind}")
         if cfg.label_noise and meta.get("regression"):
@@ -276,13 +267,14 @@ class DistillGlueTask(FairseqTask):
         return cls(cfg, dictionary, meta)
 
     @property
-    def input_format(self) -> str:
-        """``roberta`` (``<s> a </s> </s> b </s>``, no token types) or ``bert``."""
-        return "roberta" if is_roberta_data(self.meta) else "bert"
+    def layout(self) -> DataLayout:
+        """The data folder's input layout (dictionary, dataset class, labels)."""
+        return layout_of(self.meta)
 
     @property
-    def pair_dataset_class(self):
-        return RobertaPairDataset if self.input_format == "roberta" else SentencePairDataset
+    def input_format(self) -> str:
+        """``roberta`` (``<s> a </s> </s> b </s>``, no token types) or ``bert``."""
+        return self.layout.name
 
     @property
     def regression(self) -> bool:
@@ -307,33 +299,28 @@ class DistillGlueTask(FairseqTask):
     def max_positions(self) -> int:
         return self.cfg.max_positions
 
-    def _split_path(self, kind: str, split: str) -> str:
-        return os.path.join(self.cfg.data, kind, split)
-
     def _load_indexed(self, kind: str, split: str, required: bool):
-        path = self._split_path(kind, split)
-        if not os.path.isfile(path + ".bin"):
-            if required:
-                raise GlueDataError(
-                    f"{path}.bin not found: split {split!r} is missing from {self.cfg.data} "
-                    f"(splits present: {self.available_splits()})"
-                )
-            return None
-        return data_utils.load_indexed_dataset(path, None, dataset_impl="mmap")
+        column = load_column(self.cfg.data, kind, split)
+        if column is None and required:
+            raise GlueDataError(
+                f"{os.path.join(self.cfg.data, kind, split)}.bin not found: split {split!r} "
+                f"is missing from {self.cfg.data} (splits present: {self.available_splits()})"
+            )
+        return column
 
     def available_splits(self) -> List[str]:
         folder = os.path.join(self.cfg.data, "input0")
         return sorted(f[:-4] for f in os.listdir(folder) if f.endswith(".bin"))
 
     def _load_labels(self, split: str) -> Optional[np.ndarray]:
-        if self.input_format == "roberta":
-            labels = load_roberta_labels(self.cfg.data, split, self.regression,
-                                         self.label_names)
-        else:
-            labels = load_labels(self.cfg.data, split)
-        if labels is None:
-            return None
-        return labels.astype(np.float32 if self.regression else np.int64)
+        return self.layout.load_labels(self.cfg.data, split, self.regression, self.label_names)
+
+    def pair_dataset(self, input0, input1, labels: Optional[np.ndarray],
+                     **kwargs) -> SentencePairDataset:
+        """Model inputs of binarised columns as this task trains on them (layout,
+        --max-positions); ``kwargs``: ``indices``, ``pad_to_length``, ``order_seed``."""
+        return self.layout.pair_dataset(self.dictionary, input0, input1, labels,
+                                        self.cfg.max_positions, **kwargs)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
         input0 = self._load_indexed("input0", split, required=True)
@@ -342,12 +329,9 @@ class DistillGlueTask(FairseqTask):
         indices = None
         if split == "train":
             indices, labels = self._harder_setting(len(input0), labels)
-        dataset = self.pair_dataset_class(
-            input0, input1, labels,
-            cls=self.dictionary.bos(), sep=self.dictionary.eos(), pad=self.dictionary.pad(),
-            max_positions=self.cfg.max_positions, indices=indices,
-            pad_to_length=self.pad_length or None, order_seed=self.cfg.seed,
-        )
+        dataset = self.pair_dataset(input0, input1, labels, indices=indices,
+                                    pad_to_length=self.pad_length or None,
+                                    order_seed=self.cfg.seed)
         if split == "train" and self.cfg.ild_data:
             dataset = self._with_ild_data(dataset)
         self.datasets[split] = dataset
@@ -357,24 +341,16 @@ class DistillGlueTask(FairseqTask):
         """Stage-1 text from another folder (no labels needed), alone or with the task's."""
         meta = read_meta(self.cfg.ild_data)
         if (meta.get("vocab_sha256") != self.meta.get("vocab_sha256")
-                or is_roberta_data(meta) != is_roberta_data(self.meta)):
+                or layout_of(meta) != self.layout):
             raise GlueDataError(f"--ild-data {self.cfg.ild_data} was binarised with another "
                                 "vocabulary than --data; use the same dict.txt")
         folder = self.cfg.ild_data
-
-        def load(kind: str):
-            path = os.path.join(folder, kind, "train")
-            if not os.path.isfile(path + ".bin"):
-                return None
-            return data_utils.load_indexed_dataset(path, None, dataset_impl="mmap")
-
-        input0 = load("input0")
+        input0 = load_column(folder, "input0", "train")
         if input0 is None:
             raise GlueDataError(f"--ild-data {folder}: no input0/train.bin")
-        extra = self.pair_dataset_class(
-            input0, load("input1"), None, cls=self.dictionary.bos(), sep=self.dictionary.eos(),
-            pad=self.dictionary.pad(), max_positions=self.cfg.max_positions,
-            pad_to_length=self.pad_length or None, order_seed=self.cfg.seed)
+        extra = self.pair_dataset(input0, load_column(folder, "input1", "train"), None,
+                                  pad_to_length=self.pad_length or None,
+                                  order_seed=self.cfg.seed)
         logger.info(f"ILD data: {len(extra)} examples from {folder} ({self.cfg.ild_data_mode})")
         if self.cfg.ild_data_mode == "replace":
             return extra
@@ -455,7 +431,7 @@ class DistillGlueTask(FairseqTask):
                                 f"the {len(paths)} teacher(s) of --teacher-path")
         teachers = load_teachers(paths, self.dictionary, self.cfg.classification_head_name,
                                  self.num_classes, self.label_names,
-                                 os.path.join(self.cfg.data, "input0", "dict.txt"),
+                                 dict_path(self.cfg.data),
                                  allow_any_role=self.cfg.allow_any_teacher_role)
         for path, teacher in zip(paths, teachers):
             if teacher.model.max_positions() < self.cfg.max_positions:
