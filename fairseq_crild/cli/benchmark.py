@@ -194,8 +194,9 @@ def prepare_data(glue_dir: str, task: str, base: str, work: str) -> str:
 
 def teacher_with_random_head(base: str, data: str, work: str) -> str:
     """The base model plus a seeded random head sized for ``data``'s labels."""
-    with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
-        meta = json.load(f)
+    from fairseq_crild.tasks.distill_glue import read_meta
+
+    meta = read_meta(data)
     classes = 1 if meta.get("regression") else int(meta["num_classes"])
     path = os.path.join(work, f"teacher-random-head-{classes}.pt")
     if not os.path.isfile(path):

@@ -26,7 +26,6 @@ BPE through fairseq's own encoders (``fairseq.data.encoders.build_bpe``): ``sent
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -44,6 +43,7 @@ from fairseq_crild.data.binarize import (
     _read_all,
     _tool_version,
     sha256_file,
+    write_meta,
 )
 from fairseq_crild.data.glue_tasks import Example, GlueFormatError, GlueTask, get_task
 from fairseq_crild.data.pair_dataset import SentencePairDataset, longest_first
@@ -328,9 +328,7 @@ def prepare_roberta_task(glue_dir: str, task: str, out_dir: str, bpe: str,
                 "init_token": dictionary.bos(), "separator_token": dictionary.eos(),
                 "num_classes": spec.num_classes, "regression_target": spec.regression},
         }
-        with open(os.path.join(tmp, "meta.json"), "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2)
-            f.write("\n")
+        write_meta(tmp, meta)
         shutil.rmtree(raw)
     return meta
 

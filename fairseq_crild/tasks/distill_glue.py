@@ -19,7 +19,6 @@ teachers may then be fairseq ``roberta`` checkpoints and students ``crild_robert
 """
 
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from fairseq_crild.data.batching import (
     fresh_pair_batches,
     length_bucket_batches,
 )
+from fairseq_crild.data.binarize import META_FILE, read_meta_file
 from fairseq_crild.data.layout import DataLayout, dict_path, layout_of, load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import vocab_fingerprint
@@ -56,7 +56,6 @@ from fairseq_crild.teacher import (
 
 logger = logging.getLogger(__name__)
 
-META_FILE = "meta.json"
 # criterions that read the teacher; evaluating a saved student uses glue_ce instead
 TEACHER_CRITERIA = ("kd", "cr_ild")
 
@@ -177,14 +176,14 @@ class DistillGlueConfig(FairseqDataclass):
 
 
 def read_meta(data_dir: str) -> Dict[str, Any]:
-    path = os.path.join(data_dir, META_FILE)
-    if not os.path.isfile(path):
+    """A prepared folder's meta.json; refused naming the file when it is missing."""
+    meta = read_meta_file(data_dir)
+    if meta is None:
         raise GlueDataError(
-            f"{path} not found: --data must be a folder written by scripts/prepare_glue.py "
-            "(or scripts/prepare_glue_roberta.py)"
+            f"{os.path.join(data_dir, META_FILE)} not found: --data must be a folder written "
+            "by scripts/prepare_glue.py (or scripts/prepare_glue_roberta.py)"
         )
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return meta
 
 
 def apply_label_noise(labels: np.ndarray, fraction: float, num_classes: int,
