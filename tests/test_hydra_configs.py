@@ -22,7 +22,9 @@ def test_check_reports_a_stale_config(tmp_path):
     out = tmp_path / "configs"
     shutil.copytree(os.path.join(ROOT, "configs", "cpu", "RTE"), out / "cpu" / "RTE")
     path = out / "cpu" / "RTE" / "stage2.yaml"
-    path.write_text(path.read_text().replace("max_epoch: 1", "max_epoch: 7"))
+    text = path.read_text()
+    assert "max_epoch: 3" in text
+    path.write_text(text.replace("max_epoch: 3", "max_epoch: 7"))
     proc = run_script("scripts/write_hydra_configs.py", "--check", "--only", "cpu/RTE",
                       "--out", str(out), check=False)
     assert proc.returncode == 1 and "cpu/RTE/stage2.yaml" in proc.stdout

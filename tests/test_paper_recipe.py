@@ -86,7 +86,7 @@ def test_other_budgets_keep_our_defaults():
     assert opt(args, "--classifier-activation") is None  # standard head: dropout + Linear
     assert opt(args, "--best-checkpoint-metric") == "f1"
     assert opt(args, "--validate-interval") is None and "--drop-last-train-batch" not in args
-    assert int(opt(args, "--total-num-update")) == math.ceil(3668 / 16)
+    assert int(opt(args, "--total-num-update")) == math.ceil(3668 / 32) * 3
     assert recipe.selection_metric("STS-B", budget, "pearson") == "pearson"
 
 

@@ -83,9 +83,9 @@ def test_impossible_device_fails_before_any_work(tiny_env, tmp_path, monkeypatch
 
 
 def test_total_updates_is_the_scheduled_count():
-    budget = recipe.budget_for("cpu", "RTE")  # stage 2: batch 16, 1 epoch
+    budget = recipe.budget_for("cpu", "RTE")  # stage 2: batch 32, 3 epochs
     args = recipe.stage2_args("D", "S", "kd", "T", "I", "B", [], 100, "accuracy", budget, 1)
-    assert total_updates(args) == 7  # ceil(100 / 16)
+    assert total_updates(args) == 12  # ceil(100 / 32) * 3
     smoke = recipe.budget_for("smoke", "RTE")  # capped by --max-update 4
     assert total_updates(recipe.stage1_args("D", "S", "cr_ild", "T", "B", [], 100, smoke,
                                             1)) == 4

@@ -98,14 +98,12 @@ def budget_for(name: str, task: str, setting: str = "full") -> Budget:
     # [CLS] pooler is untrained): each task's teacher recipe as the dev sweep chose it
     # (README "Teacher sweep"); the 3-layer student learns at 1e-4.
     teacher_lr, teacher_epochs = CPU_TEACHERS.get(task, (2e-5, 3))
-    cpu = Budget(teacher_epochs, 1, 1, teacher_lr=teacher_lr, student_lr=1e-4,
-                 sentence_pooling="mean")
-    if name == "cpu":  # the quickstart
-        return cpu
+    table = Budget(teacher_epochs, 3, 3, teacher_lr=teacher_lr, student_lr=1e-4,
+                   stage2_batch=32, eval_every=60, sentence_pooling="mean")
     if name == "table":  # one task's whole comparison in one session on 2 cores
-        # (8 methods x 5 seeds, two single-thread runs at a time, --bf16)
-        return replace(cpu, stage1_epochs=3, stage2_epochs=3, stage2_batch=32,
-                       eval_every=60)
+        return table  # (8 methods x 5 seeds, two single-thread runs at a time)
+    if name == "cpu":  # the quickstart: the table's teacher and stage 2, one ILD epoch
+        return replace(table, stage1_epochs=1)
     if name == "smoke":  # tests: a handful of updates per stage
         return Budget(1, 1, 1, max_len=64, max_update=4, eval_every=2)
     raise ValueError(f"--budget {name!r}: choose paper, cpu, table or smoke")
