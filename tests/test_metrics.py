@@ -248,3 +248,16 @@ def test_validation_logs_pearson_spearman():
         assert "pearson" in smoothed
         if expect:
             assert smoothed["pearson_spearman"] == pytest.approx(round(want, 2), abs=1e-9)
+
+
+def test_the_glue_tables_are_read_from_one_table():
+    from fairseq_crild.data.glue_tasks import TASKS
+    from fairseq_crild.pipeline import hydra_configs as hc
+
+    glue = [name for name, spec in TASKS.items() if spec.labelled is not None]
+    assert list(hc.GLUE_TRAIN_SIZES) == list(hc.GLUE_METRICS) == glue
+    for name in glue:
+        assert M.glue_task_metrics(name) == TASKS[name].metrics
+        assert hc.GLUE_METRICS[name] == TASKS[name].metrics[0]
+        assert hc.GLUE_TRAIN_SIZES[name] == TASKS[name].train_size
+    assert hc.GLUE_TRAIN_SIZES["RTE"] == 2490 and hc.GLUE_TRAIN_SIZES["MNLI"] == 392702

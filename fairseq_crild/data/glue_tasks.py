@@ -111,6 +111,9 @@ class GlueTask:
     optional: Optional[Tuple[str, ...]] = None
     # the documented range of regression scores: values outside are warned about, not refused
     label_range: Optional[Tuple[float, float]] = None
+    # the official training-set size (examples in train.tsv): it fixes the number of updates
+    # of each generated schedule; None for the sets without one (AX, PAIRS)
+    train_size: Optional[int] = None
 
     @property
     def splits(self) -> Tuple[str, ...]:
@@ -168,37 +171,39 @@ _PAIR_TEST = FileLayout(True, "sentence1", "sentence2", index="index")
 TASKS: Dict[str, GlueTask] = {t.name: t for t in [
     GlueTask("CoLA", "CoLA", _STD,
              FileLayout(False, 3, label=1, columns=4),  # source, label, original, sentence
-             FileLayout(True, "sentence", index="index"), _BINARY, metrics=("mcc",)),
+             FileLayout(True, "sentence", index="index"), _BINARY, metrics=("mcc",),
+             train_size=8551),
     GlueTask("SST-2", "SST-2", _STD,
              FileLayout(True, "sentence", label="label"),
-             FileLayout(True, "sentence", index="index"), _BINARY),
+             FileLayout(True, "sentence", index="index"), _BINARY, train_size=67349),
     GlueTask("MRPC", "MRPC", _STD,
              FileLayout(True, "#1 String", "#2 String", label="Quality"),
              FileLayout(True, "#1 String", "#2 String", index="index"), _BINARY,
-             metrics=("f1", "accuracy")),
+             metrics=("f1", "accuracy"), train_size=3668),
     GlueTask("STS-B", "STS-B", _STD,
              FileLayout(True, "sentence1", "sentence2", label="score", index="index"),
              _PAIR_TEST, regression=True, metrics=("pearson", "spearman"),
-             label_range=(0.0, 5.0)),
+             label_range=(0.0, 5.0), train_size=5749),
     GlueTask("QQP", "QQP", _STD,
              FileLayout(True, "question1", "question2", label="is_duplicate", index="id"),
              FileLayout(True, "question1", "question2", index="id"), _BINARY,
-             metrics=("f1", "accuracy")),
+             metrics=("f1", "accuracy"), train_size=363846),
     GlueTask("MNLI", "MNLI",
              (("train", "train.tsv"), ("valid", "dev_matched.tsv"),
               ("valid_mm", "dev_mismatched.tsv"), ("test", "test_matched.tsv"),
               ("test_mm", "test_mismatched.tsv")),
              FileLayout(True, "sentence1", "sentence2", label="gold_label", index="index"),
-             _PAIR_TEST, _MNLI),
+             _PAIR_TEST, _MNLI, train_size=392702),
     GlueTask("QNLI", "QNLI", _STD,
              FileLayout(True, "question", "sentence", label="label", index="index"),
-             FileLayout(True, "question", "sentence", index="index"), _NLI),
+             FileLayout(True, "question", "sentence", index="index"), _NLI,
+             train_size=104743),
     GlueTask("RTE", "RTE", _STD,
              FileLayout(True, "sentence1", "sentence2", label="label", index="index"),
-             _PAIR_TEST, _NLI),
+             _PAIR_TEST, _NLI, train_size=2490),
     GlueTask("WNLI", "WNLI", _STD,
              FileLayout(True, "sentence1", "sentence2", label="label", index="index"),
-             _PAIR_TEST, _BINARY),
+             _PAIR_TEST, _BINARY, train_size=635),
     # the diagnostic set: test only, predicted with an MNLI model (hence MNLI's labels)
     GlueTask("AX", "AX", (("test", "AX.tsv"),), None, _PAIR_TEST, _MNLI,
              alternatives=(("test", "diagnostic", "diagnostic.tsv"),

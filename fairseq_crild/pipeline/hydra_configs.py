@@ -18,20 +18,16 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from fairseq_crild.data.glue_tasks import get_task
+from fairseq_crild.data.glue_tasks import TASKS, get_task
 from fairseq_crild.locations import RELATIVE_USER_DIR, absolute_user_dir
 from fairseq_crild.pipeline import recipe
 
-# Official GLUE training-set sizes: they fix the number of updates of each schedule.
+# Both read from the one GLUE table (data.glue_tasks.TASKS), in its order: the official
+# training-set sizes, which fix the number of updates of each schedule, and each task's first
+# GLUE metric, the selection metric of budgets with selection="main".
 GLUE_TRAIN_SIZES: Dict[str, int] = {
-    "CoLA": 8551, "SST-2": 67349, "MRPC": 3668, "STS-B": 5749, "QQP": 363846,
-    "MNLI": 392702, "QNLI": 104743, "RTE": 2490, "WNLI": 635,
-}
-# each task's first GLUE metric: the selection metric of budgets with selection="main"
-GLUE_METRICS: Dict[str, str] = {
-    "CoLA": "mcc", "SST-2": "accuracy", "MRPC": "f1", "STS-B": "pearson", "QQP": "f1",
-    "MNLI": "accuracy", "QNLI": "accuracy", "RTE": "accuracy", "WNLI": "accuracy",
-}
+    name: spec.train_size for name, spec in TASKS.items() if spec.train_size is not None}
+GLUE_METRICS: Dict[str, str] = {name: TASKS[name].main_metric for name in GLUE_TRAIN_SIZES}
 # (teacher arch, student arch) per budget: BERT-base -> 6 layers as in the paper; the
 # packaged 6-layer MiniLM -> 3 layers for CPU runs.
 ARCHS: Dict[str, Tuple[List[str], List[str]]] = {
