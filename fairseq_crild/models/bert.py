@@ -26,7 +26,7 @@ from fairseq.models import (
 )
 from torch import Tensor, nn
 
-from fairseq_crild.models.requests import FeatureRequest, MixupSpec
+from fairseq_crild.models.requests import FeatureRequest
 
 logger = logging.getLogger(__name__)
 
@@ -272,7 +272,7 @@ class BertModel(BaseFairseqModel):
         padding_mask = src_tokens.eq(self.padding_idx)
         x = self.embeddings(src_tokens, token_type_ids)
         if request.mixup is not None:
-            x, padding_mask = _apply_mixup(x, padding_mask, request.mixup)
+            x, padding_mask = request.mixup.apply(x, padding_mask)
         key_keep = (~padding_mask)[:, None, None, :] if padding_mask.any() else None
 
         extra: Dict[str, Any] = {"padding_mask": padding_mask}
@@ -336,13 +336,6 @@ class BertModel(BaseFairseqModel):
             if (is_head or is_pooler) and prefix + local not in state_dict:
                 logger.info(f"{local} not in the checkpoint: keeping its initialisation")
                 state_dict[prefix + local] = value
-
-
-def _apply_mixup(x: Tensor, padding_mask: Tensor, spec: MixupSpec) -> Tuple[Tensor, Tensor]:
-    partner = spec.partner.to(x.device)
-    lam = float(spec.lam)
-    mixed = x * lam + x[partner] * (1.0 - lam)
-    return mixed, padding_mask & padding_mask[partner]
 
 
 def bf16_without_xla(args) -> None:

@@ -9,9 +9,11 @@ plain forward costs no extra memory.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import FrozenSet, Optional
+from typing import FrozenSet, Optional, Tuple
 
 import torch
+
+from fairseq_crild.losses import mix_embeddings, mix_padding_mask
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,14 @@ class MixupSpec:
 
     lam: float
     partner: torch.Tensor
+
+    def apply(self, x: torch.Tensor,
+              padding_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The mixed embedding output and its fairseq padding mask (True = padding): padding
+        only where both examples are padded (:func:`fairseq_crild.losses.mix_embeddings`,
+        :func:`~fairseq_crild.losses.mix_padding_mask`)."""
+        mixed = mix_embeddings(x, self.partner, float(self.lam))
+        return mixed, ~mix_padding_mask(~padding_mask, self.partner)
 
 
 @dataclass(frozen=True)
