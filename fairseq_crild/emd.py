@@ -72,15 +72,13 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fairseq_crild.losses import masked_log_softmax, row_divergence, teacher_rows
 
 __all__ = ["MIN_WEIGHT", "VARIANTS", "EmdLayerWeights", "cost_attention", "cost_matrix",
            "pairwise_attention_kl", "pairwise_attention_mse", "release_weights",
            "transport_plan", "unit_transport_costs"]
-
-# the masked-softmax fill value of fairseq_crild.losses (a finite "minus infinity")
-_NEG = torch.finfo(torch.float32).min
 
 #: Smallest layer weight kept after an update (the weights are renormalised afterwards).
 MIN_WEIGHT = 1e-9
@@ -244,41 +242,20 @@ def pairwise_attention_mse(scores_s: Sequence[Tensor], scores_t: Sequence[Tensor
 def pairwise_attention_kl(scores_s: Sequence[Tensor], scores_t: Sequence[Tensor],
                           mask: Optional[Tensor] = None, kl: bool = True) -> Tensor:
     """The M x N matrix of ``losses.attention_kl(scores_s[i], scores_t[j], mask, kl)``,
-    value for value (the same operations on the same tensors), with each layer's masked
-    log-softmax computed once instead of once per pair: M + N softmaxes instead of 2 M N,
-    which is most of the cost of BERT-EMD's attention cost matrix."""
-    shape = _check_scores("pairwise_attention_kl", scores_s, scores_t)
+    value for value (the loss module's own row divergence: ``masked_log_softmax``,
+    ``teacher_rows``, ``row_divergence``), with each layer's masked log-softmax computed
+    once instead of once per pair: M + N softmaxes instead of 2 M N, which is most of the
+    cost of BERT-EMD's attention cost matrix."""
+    _check_scores("pairwise_attention_kl", scores_s, scores_t)
     key_mask = row_mask = None
     if mask is not None:
         mask = mask.bool()
         key_mask, row_mask = mask[:, None, None, :], mask[:, None, :, None]
 
-    def log_probs(scores: Tensor) -> Tensor:
-        x = scores.float()
-        if key_mask is not None:
-            x = x.masked_fill(~key_mask, _NEG)
-        return F.log_softmax(x, dim=-1)
-
-    zero = torch.zeros((), dtype=torch.float32, device=scores_s[0].device)
-    logp_s = [log_probs(x) for x in scores_s]
-    teachers = []
-    for x in scores_t:
-        logp_t = log_probs(x)
-        p_t = logp_t.exp()
-        valid = p_t > 0
-        if key_mask is not None:
-            valid = valid & key_mask
-        teachers.append((valid, torch.where(valid, logp_t, zero), torch.where(valid, p_t, zero)))
-    rows = None if row_mask is None else row_mask[..., 0].expand(shape[:-1])
-
-    def divergence(ls: Tensor, valid: Tensor, lt: Tensor, pt: Tensor) -> Tensor:
-        ls = torch.where(valid, ls, zero)
-        per_row = (pt * (lt - ls)).sum(dim=-1) if kl else -(pt * ls).sum(dim=-1)
-        if rows is None:
-            return per_row.mean()
-        return torch.where(rows, per_row, zero).sum() / rows.sum().clamp(min=1)
-
-    return torch.stack([torch.stack([divergence(ls, *t) for t in teachers]) for ls in logp_s])
+    logp_s = [masked_log_softmax(x, key_mask) for x in scores_s]
+    teachers = [teacher_rows(masked_log_softmax(x, key_mask), key_mask) for x in scores_t]
+    return torch.stack([torch.stack([row_divergence(ls, t, row_mask, kl) for t in teachers])
+                        for ls in logp_s])
 
 
 def _mean_over_workers(cost: Tensor) -> np.ndarray:

@@ -110,19 +110,40 @@ def _row_divergence(
         p_t = logp_t.exp()
         per_row = (p_t * (logp_t - logp_s) if kl else -(p_t * logp_s)).sum(dim=-1)
         return _mean_over_rows(per_row, row_mask)
+    teacher = teacher_rows(masked_log_softmax(t, key_mask), key_mask)
+    return row_divergence(masked_log_softmax(s, key_mask), teacher, row_mask, kl)
+
+
+def masked_log_softmax(logits: Tensor, key_mask: Tensor | None) -> Tensor:
+    """float32 log-softmax over the last dim with masked keys (False in ``key_mask``) at a
+    finite -3.4e38 (probability exactly 0): the student or teacher side of
+    :func:`row_divergence`."""
+    x = logits.float()
     if key_mask is not None:
-        s = s.masked_fill(~key_mask, _NEG)
-        t = t.masked_fill(~key_mask, _NEG)
-    logp_s = F.log_softmax(s, dim=-1)
-    logp_t = F.log_softmax(t, dim=-1)
+        x = x.masked_fill(~key_mask, _NEG)
+    return F.log_softmax(x, dim=-1)
+
+
+def teacher_rows(logp_t: Tensor, key_mask: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The teacher side of :func:`row_divergence`, computed once per teacher: ``(valid,
+    log p_t, p_t)`` with terms where p_t is 0 or the key is masked set to 0 (so that
+    0 * (-inf) never appears, neither in the value nor in the gradient)."""
     p_t = logp_t.exp()
     valid = p_t > 0
     if key_mask is not None:
         valid = valid & key_mask
+    zero = torch.zeros((), dtype=logp_t.dtype, device=logp_t.device)
+    return valid, torch.where(valid, logp_t, zero), torch.where(valid, p_t, zero)
+
+
+def row_divergence(logp_s: Tensor, teacher: tuple[Tensor, Tensor, Tensor],
+                   row_mask: Tensor | None, kl: bool) -> Tensor:
+    """Mean over (unmasked) rows of KL(p_t || p_s) (``kl``) or the cross-entropy H(t, s),
+    from the student's :func:`masked_log_softmax` and the teacher's :func:`teacher_rows`
+    (``row_mask`` broadcasts against the (..., Lq, Lk) log-probabilities, True = counts)."""
+    valid, logp_t, p_t = teacher
     zero = torch.zeros((), dtype=logp_s.dtype, device=logp_s.device)
     logp_s = torch.where(valid, logp_s, zero)
-    logp_t = torch.where(valid, logp_t, zero)
-    p_t = torch.where(valid, p_t, zero)
     if kl:
         per_row = (p_t * (logp_t - logp_s)).sum(dim=-1)
     else:
