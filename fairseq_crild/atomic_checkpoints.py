@@ -22,7 +22,6 @@ option) restores fairseq's own choice.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import re
@@ -175,13 +174,9 @@ def install() -> None:
     from fairseq import checkpoint_utils
     from fairseq.file_io import PathManager
 
-    current = PathManager.copy
-    if not getattr(current, "_crild_patched", False):
-        patched = functools.wraps(current)(functools.partial(_copy, current))
-        patched._crild_patched = True  # type: ignore[attr-defined]
-        PathManager.copy = staticmethod(patched)  # type: ignore[method-assign]
-    loader = checkpoint_utils.load_checkpoint
-    if not getattr(loader, "_crild_patched", False):
-        wrapped = functools.wraps(loader)(functools.partial(_load_checkpoint, loader))
-        wrapped._crild_patched = True  # type: ignore[attr-defined]
-        checkpoint_utils.load_checkpoint = wrapped
+    from fairseq_crild.patching import calling, patch_once
+
+    patch_once(PathManager, "copy", calling(_copy), "atomic local checkpoint copies",
+               kind="staticmethod")
+    patch_once(checkpoint_utils, "load_checkpoint", calling(_load_checkpoint),
+               "resume from the newest intact checkpoint")

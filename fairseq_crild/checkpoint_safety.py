@@ -87,10 +87,10 @@ def install() -> None:
         torch.serialization.add_safe_globals(allowed_checkpoint_globals())
     from fairseq import checkpoint_utils
 
-    loader = checkpoint_utils.load_checkpoint_to_cpu
-    if getattr(loader, "_crild_wrapped", False):
-        return
-    checkpoint_utils.load_checkpoint_to_cpu = _with_clear_errors(loader)
+    from fairseq_crild.patching import patch_once
+
+    patch_once(checkpoint_utils, "load_checkpoint_to_cpu", _with_clear_errors,
+               "safe loading with one clear error for a foreign or truncated file")
 
 
 def _with_clear_errors(loader: Callable[..., Any]) -> Callable[..., Any]:
@@ -121,7 +121,6 @@ def _with_clear_errors(loader: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             raise NotACheckpointError(describe_foreign(path, err)) from None
 
-    load._crild_wrapped = True  # type: ignore[attr-defined]
     return load
 
 

@@ -25,7 +25,6 @@ the user dir only after launching, so these fixes need ``fairseq-train``.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import random
@@ -294,14 +293,13 @@ def install() -> None:
     from fairseq import models
     from fairseq.distributed import utils as distributed_utils
 
-    for module, name, replacement in (
-            (distributed_utils, "call_main", call_main),
-            (distributed_utils, "all_gather_list", all_gather_list),
-            (distributed_utils, "_broadcast_object_slow", broadcast_object_slow),
-            (models, "DistributedFairseqModel", wrap_model)):
-        current = getattr(module, name)
-        if getattr(current, "_crild_patched", False):
-            continue
-        patched = functools.wraps(current)(functools.partial(replacement, current))
-        patched._crild_patched = True  # type: ignore[attr-defined]
-        setattr(module, name, patched)
+    from fairseq_crild.patching import calling, patch_once
+
+    for module, name, replacement, why in (
+            (distributed_utils, "call_main", call_main, "CPU (gloo) launches"),
+            (distributed_utils, "all_gather_list", all_gather_list, "gather on gloo"),
+            (distributed_utils, "_broadcast_object_slow", broadcast_object_slow,
+             "receive broadcast objects on the CPU"),
+            (models, "DistributedFairseqModel", wrap_model,
+             "no DDP around a criterion without trainable parameters")):
+        patch_once(module, name, calling(replacement), why)

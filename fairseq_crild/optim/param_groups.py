@@ -19,7 +19,6 @@ made where names exist and travels with the tensors:
 """
 
 
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Sequence, Union
@@ -168,26 +167,22 @@ def install() -> None:
     from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
     from fairseq.trainer import Trainer
 
+    from fairseq_crild.patching import calling, patch_once
+
     _add_adam_flag()
     # the registry builder, called by optim.build_optimizer after it drops frozen tensors
-    if not getattr(optim._build_optimizer, "_crild_patched", False):
-        wrapped = functools.wraps(optim._build_optimizer)(
-            functools.partial(_build_optimizer, optim._build_optimizer))
-        wrapped._crild_patched = True  # type: ignore[attr-defined]
-        optim._build_optimizer = wrapped
-    if not getattr(Trainer._build_optimizer, "_crild_patched", False):
-        original = Trainer._build_optimizer
+    patch_once(optim, "_build_optimizer", calling(_build_optimizer), "adam's no-decay groups")
 
-        @functools.wraps(original)
-        def build(self: Any) -> Any:
+    def trainer_build(original: Callable[..., Any]) -> Callable[..., Any]:
+        def build(self: Any) -> Any:  # a function, so that it binds as a method
             return _trainer_build_optimizer(original, self)
+        return build
 
-        build._crild_patched = True  # type: ignore[attr-defined]
-        Trainer._build_optimizer = build
-    current = _FP16OptimizerMixin.__dict__["build_fp32_params"]
-    if not getattr(current.__func__, "_crild_patched", False):
+    def fp32_build(current: Any) -> Callable[..., Any]:
         def build_fp32(cls: Any, args: Any, params: Any, flatten: bool = True) -> Any:
             return _build_fp32_params(current, cls, args, params, flatten)
+        return build_fp32
 
-        build_fp32._crild_patched = True  # type: ignore[attr-defined]
-        _FP16OptimizerMixin.build_fp32_params = classmethod(build_fp32)
+    patch_once(Trainer, "_build_optimizer", trainer_build, "tag the no-decay parameters")
+    patch_once(_FP16OptimizerMixin, "build_fp32_params", fp32_build,
+               "fp32 master copies keep the no-decay tag", kind="classmethod")
