@@ -29,6 +29,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from fairseq_crild.errors import CrildError
+
 ROLE_KEY = "checkpoint_role"
 TEACHER, ILD_STUDENT, KD_STUDENT, CONVERTED_BASE, UNKNOWN = (
     "teacher", "ild_student", "kd_student", "converted_base", "unknown")
@@ -48,7 +50,7 @@ DESCRIPTIONS = {
 }
 
 
-class CheckpointRoleError(ValueError):
+class CheckpointRoleError(CrildError, ValueError):
     """A checkpoint is used for something its training did not prepare it for."""
 
 

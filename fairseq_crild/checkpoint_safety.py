@@ -18,8 +18,10 @@ from typing import Any, Callable, List
 import numpy as np
 import torch
 
+from fairseq_crild.errors import CrildError
 
-class UnsafeCheckpointError(RuntimeError):
+
+class UnsafeCheckpointError(CrildError, RuntimeError):
     """A checkpoint holds objects that safe loading refuses, or is not a checkpoint at all."""
 
 

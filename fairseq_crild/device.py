@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from fairseq_crild.errors import CrildError
 
-class PrecisionConfigError(ValueError):
+
+class PrecisionConfigError(CrildError, ValueError):
     """A precision flag the device cannot run; the message names the flag and the fix."""
 
 

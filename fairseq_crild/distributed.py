@@ -37,12 +37,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from fairseq_crild.errors import CrildError
+
 logger = logging.getLogger(__name__)
 
 TORCHRUN_VARS = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")
 
 
-class DistributedConfigError(ValueError):
+class DistributedConfigError(CrildError, ValueError):
     """A launch or batch setting that cannot work; the message names the option."""
 
 

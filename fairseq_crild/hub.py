@@ -26,6 +26,7 @@ from fairseq.data import ListDataset
 from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
+from fairseq_crild.errors import CrildError
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertModel
@@ -70,7 +71,7 @@ def check_glue_task(state: Dict[str, Any], path: str, data: str, data_task: Opti
         f"folder as --data, or {override} to apply it to {data_task} anyway")
 
 
-class ClassifierMismatchError(ValueError):
+class ClassifierMismatchError(CrildError, ValueError):
     """The checkpoint does not fit the data folder (task, labels, vocabulary) or its role."""
 
 

@@ -28,10 +28,12 @@ import socket
 import tempfile
 from typing import Iterator, Mapping, Optional
 
+from fairseq_crild.errors import CrildError
+
 logger = logging.getLogger(__name__)
 
 
-class OutputExistsError(FileExistsError):
+class OutputExistsError(CrildError, FileExistsError):
     """The output folder already holds results and overwriting was not requested."""
 
 

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.errors import CrildError
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import head_sizes, load_checkpoint
 from fairseq_crild.models.requests import FeatureRequest
@@ -24,7 +25,7 @@ from fairseq_crild.models.requests import FeatureRequest
 logger = logging.getLogger(__name__)
 
 
-class TeacherMismatchError(ValueError):
+class TeacherMismatchError(CrildError, ValueError):
     """Teacher and student disagree on vocabulary or labels (distillation would be garbage)."""
 
 

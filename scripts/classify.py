@@ -21,12 +21,14 @@ from typing import Iterable, List, Tuple, Union
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from fairseq_crild.errors import CrildError  # noqa: E402
+
 Example = Union[str, Tuple[str, str]]
 EXIT_BAD_INPUT = 2
 EXIT_BROKEN_PIPE = 141  # what a tool killed by SIGPIPE reports (e.g. ``yes | head -1``)
 
 
-class InputError(ValueError):
+class InputError(CrildError, ValueError):
     """A line of the input that cannot be classified; the message names source and line."""
 
 
@@ -141,7 +143,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         lines = _classify(args)
-    except (ValueError, FileNotFoundError) as err:  # InputError, mismatches, missing files
+    except (CrildError, ValueError, FileNotFoundError) as err:  # InputError, mismatches, ...
         print(f"classify: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     try:

@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from safetensors.torch import save_file  # noqa: E402
 
 from fairseq_crild.dictionary import load_bert_dictionary  # noqa: E402
+from fairseq_crild.errors import CrildError  # noqa: E402
 from fairseq_crild.inference_length import inference_max_positions  # noqa: E402
 from fairseq_crild.models.hf_conversion import (  # noqa: E402
     TOKENIZER_CONFIG,
@@ -31,7 +32,6 @@ from fairseq_crild.models.hf_conversion import (  # noqa: E402
 )
 from fairseq_crild.models.loading import load_bert  # noqa: E402
 from fairseq_crild.outputs import (  # noqa: E402
-    OutputExistsError,
     atomic_output_dir,
     check_not_an_input,
 )
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
             with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
                 json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": args.lowercase,
                            "model_max_length": max_length}, f, indent=2)
-    except (ConversionError, OutputExistsError, FileNotFoundError, ValueError) as err:
+    except (CrildError, FileNotFoundError, ValueError) as err:  # ConversionError, ...
         print(f"export_hf_bert: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out_dir} (head: {head})")

@@ -18,8 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from fairseq_crild.checkpoint_safety import UnsafeCheckpointError  # noqa: E402
 from fairseq_crild.data.binarize import read_index  # noqa: E402
+from fairseq_crild.errors import CrildError  # noqa: E402
 from fairseq_crild.hub import load_checked  # noqa: E402
 from fairseq_crild.inference_length import inference_max_positions  # noqa: E402
 from fairseq_crild.models.loading import read_checkpoint  # noqa: E402
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
             f.write("index\tprediction\n")
             f.writelines(f"{i}\t{p}\n" for i, p in zip(ids, preds))
         os.replace(tmp, out)
-    except (ValueError, UnsafeCheckpointError) as err:
+    except (CrildError, ValueError) as err:  # UnsafeCheckpointError, mismatches, ...
         print(f"predict_glue: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # missing or unreadable files, an --out-dir that is a file

@@ -28,6 +28,7 @@ import sys
 import torch
 
 from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.errors import CrildError
 from fairseq_crild.models.arch_check import arch_flags
 from fairseq_crild.models.hf_conversion import (
     TOKENIZER_CONFIG,
@@ -40,7 +41,6 @@ from fairseq_crild.models.hf_conversion import (
     split_names,
 )
 from fairseq_crild.outputs import (
-    OutputExistsError,
     atomic_output_dir,
     check_not_an_input,
 )
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                 json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": lowercase,
                            "crild_vocab_size": len(dictionary),
                            "crild_vocab_sha256": vocab_fingerprint(dictionary)}, f)
-    except (ConversionError, OutputExistsError, FileNotFoundError) as err:
+    except (CrildError, FileNotFoundError) as err:  # ConversionError, OutputExistsError, ...
         print(f"convert_hf_bert: error: {err}", file=sys.stderr)
         return 2
     n_params = sum(v.numel() for v in sd.values())

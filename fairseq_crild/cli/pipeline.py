@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 
+from fairseq_crild.errors import CrildError
 from fairseq_crild.pipeline import recipe
 from fairseq_crild.pipeline.dev_analysis import report_metric_names
 from fairseq_crild.pipeline.report import (
@@ -91,7 +92,7 @@ def main(argv=None) -> int:
         args.device_flags = recipe.device_args(recipe.resolve_device(args.device),
                                                args.precision)
         report = run(args)
-    except (StageFailed, ValueError, FileNotFoundError) as err:
+    except (CrildError, ValueError, FileNotFoundError) as err:  # StageFailed, ...
         print(f"run_pipeline: error: {err}", file=sys.stderr)
         return 1
     print(report)

@@ -24,7 +24,7 @@ import sys
 from fairseq_crild.cli._console import progress_on_stdout
 from fairseq_crild.data.binarize import MAX_UNK_RATE, prepare_task
 from fairseq_crild.data.glue_tasks import EXTRA_COLUMNS
-from fairseq_crild.outputs import OutputExistsError
+from fairseq_crild.errors import CrildError
 
 
 def main(argv=None) -> int:
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         meta = prepare_task(args.glue_dir, args.task, args.dict, args.out, args.lowercase,
                             args.overwrite, args.workers, args.max_unk_rate,
                             args.extra_columns)
-    except (OutputExistsError, OSError, ValueError, RuntimeError) as err:
+    except (CrildError, OSError, ValueError, RuntimeError) as err:  # OutputExistsError, ...
         print(f"prepare_glue: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

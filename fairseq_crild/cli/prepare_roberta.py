@@ -27,7 +27,8 @@ import sys
 
 from fairseq_crild.cli._console import progress_on_stdout
 from fairseq_crild.data.roberta_data import BPE_CHOICES, prepare_roberta_task
-from fairseq_crild.outputs import OutputExistsError, check_not_an_input
+from fairseq_crild.errors import CrildError
+from fairseq_crild.outputs import check_not_an_input
 
 
 def main(argv=None) -> int:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
             sentencepiece_model=args.sentencepiece_model,
             gpt2_encoder_json=args.gpt2_encoder_json, gpt2_vocab_bpe=args.gpt2_vocab_bpe,
             overwrite=args.overwrite, workers=args.workers)
-    except (OutputExistsError, OSError, ValueError, RuntimeError) as err:
+    except (CrildError, OSError, ValueError, RuntimeError) as err:  # OutputExistsError, ...
         print(f"prepare_glue_roberta: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

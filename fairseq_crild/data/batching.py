@@ -26,13 +26,15 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fairseq_crild.errors import CrildError
+
 logger = logging.getLogger(__name__)
 
 LAYOUTS = ("auto", "length-buckets", "fresh-pairs")
 _PAIR_STREAM = 0x46524553  # keeps the pairing draw apart from any other (seed, epoch) stream
 
 
-class BatchingError(ValueError):
+class BatchingError(CrildError, ValueError):
     """The batching options contradict each other."""
 
 

@@ -60,6 +60,7 @@ from fairseq_crild.data.tokenization import (
     set_workers,
 )
 from fairseq_crild.dictionary import BERT_SPECIALS, load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.errors import CrildError
 from fairseq_crild.outputs import atomic_output_dir, check_not_an_input, check_output_dir
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ MAX_UNK_RATE = 0.05
 UNK_SAMPLE = 2000  # sentences checked before anything is written
 
 
-class UnknownTokenError(ValueError):
+class UnknownTokenError(CrildError, ValueError):
     """The dictionary leaves too many of the data's word pieces unknown."""
 
 

@@ -41,12 +41,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
+from fairseq_crild.errors import CrildError
+
 logger = logging.getLogger(__name__)
 
 Column = Union[str, int]  # a header name, or a 0-based column index (headerless files)
 
 
-class GlueFormatError(ValueError):
+class GlueFormatError(CrildError, ValueError):
     """A GLUE file is missing or malformed; the message names the file (and line)."""
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from fairseq_crild.data.layout import load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.errors import CrildError
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ CACHE_VERSION = 2
 DEFAULT_SUBDIR = "teacher_logits"
 
 
-class LogitCacheError(ValueError):
+class LogitCacheError(CrildError, ValueError):
     """The cache cannot serve this run (unsupported data set, ids outside the split...)."""
 
 

@@ -65,12 +65,11 @@ def load_source(args: argparse.Namespace) -> Tuple[Classifier, List[Batch], str]
 
 def run(prog: str, body: Callable[[], str]) -> int:
     """Prints ``body``'s summary and returns 0, or prints why it failed and returns 2."""
-    from fairseq_crild.checkpoint_safety import UnsafeCheckpointError
-    from fairseq_crild.outputs import OutputExistsError
+    from fairseq_crild.errors import CrildError
 
     try:
         print(body())
-    except (ValueError, OutputExistsError, FileNotFoundError, UnsafeCheckpointError) as err:
+    except (CrildError, ValueError, FileNotFoundError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2
     return 0

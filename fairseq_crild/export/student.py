@@ -27,6 +27,7 @@ from torch import Tensor
 from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.layout import layout_named, layout_of
 from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.errors import CrildError
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
@@ -38,7 +39,7 @@ TOLERANCE = 1e-4
 Batch = Dict[str, Tensor]
 
 
-class ExportError(ValueError):
+class ExportError(CrildError, ValueError):
     """The checkpoint cannot be exported as asked, or the export does not match our model."""
 
 

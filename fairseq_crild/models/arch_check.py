@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from torch import nn
 
+from fairseq_crild.errors import CrildError
 from fairseq_crild.models.bert import BertConfig
 
 # fields that decide tensor shapes, in the order the flags are printed
@@ -31,7 +32,7 @@ HEADS_HINT = ("plus the checkpoint's --encoder-attention-heads, which its weight
               "its config")
 
 
-class ArchMismatchError(ValueError):
+class ArchMismatchError(CrildError, ValueError):
     """A checkpoint's tensors do not fit the model built from --arch and the size flags."""
 
 

@@ -17,12 +17,13 @@ import torch
 from torch import Tensor
 
 from fairseq_crild.dictionary import dictionary_from_vocab, hf_to_fairseq_order, read_vocab_txt
+from fairseq_crild.errors import CrildError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_CONFIG = "tokenizer_config.json"
 
 
-class ConversionError(ValueError):
+class ConversionError(CrildError, ValueError):
     """The input folder or checkpoint cannot be converted; the message says why and where."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Dict, Optional
 from omegaconf import OmegaConf
 from torch import Tensor
 
+from fairseq_crild.errors import CrildError
 from fairseq_crild.models.roberta import RobertaStyleConfig
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ _REQUIRED = {
 }
 
 
-class RobertaConversionError(ValueError):
+class RobertaConversionError(CrildError, ValueError):
     """A fairseq RoBERTa checkpoint our encoder cannot reproduce exactly."""
 
 

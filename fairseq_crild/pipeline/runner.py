@@ -16,11 +16,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from fairseq_crild.errors import CrildError
+
 logger = logging.getLogger(__name__)
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class StageFailed(RuntimeError):
+class StageFailed(CrildError, RuntimeError):
     pass
 
 

@@ -43,6 +43,7 @@ from fairseq_crild.data.binarize import META_FILE, read_meta_file
 from fairseq_crild.data.layout import DataLayout, dict_path, layout_of, load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.errors import CrildError
 from fairseq_crild.models.arch_check import guard_checkpoint_loading
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
@@ -60,7 +61,7 @@ logger = logging.getLogger(__name__)
 TEACHER_CRITERIA = ("kd", "cr_ild")
 
 
-class GlueDataError(ValueError):
+class GlueDataError(CrildError, ValueError):
     """The binarised data folder is missing something or disagrees with the options."""
 
 
