@@ -1,7 +1,6 @@
 """Numerics of the fast paths the benchmark measures: fused attention and bf16 training."""
 
 import os
-import types
 
 import pytest
 import torch
@@ -10,9 +9,9 @@ from fairseq import options
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.criterions.kd import KdCriterion
 from fairseq_crild.models import BertConfig, BertModel, FeatureRequest, MixupSpec
-from fairseq_crild.teacher import FrozenTeacher
 from tests.conftest import run_script
-from tests.test_distill_criterions import _dictionary, _sample
+from tests.helpers_task import OneTeacherTask
+from tests.test_distill_criterions import _sample
 
 PAD = 1
 
@@ -53,13 +52,9 @@ def test_fused_attention_matches_the_explicit_path(padded, mixup):
     assert torch.allclose(g_fused[0], g_expl[0], atol=1e-5, rtol=1e-4)
 
 
-class _Task:
+class _Task(OneTeacherTask):
     def __init__(self, teacher):
-        self.dictionary = _dictionary()
-        self.teacher = FrozenTeacher(teacher, "in-memory")
-        self.cfg = types.SimpleNamespace(classification_head_name="glue")
-        self.regression, self.num_classes = False, 2
-        self.current_epoch, self.num_updates = 2, 0
+        super().__init__(teacher, current_epoch=2)
 
 
 @pytest.mark.parametrize("criterion", ["kd", "cr_ild", "tinybert"])

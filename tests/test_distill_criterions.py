@@ -1,6 +1,5 @@
 """kd and cr_ild on tiny random models: loss values, frozen teacher, gradients, EMA."""
 
-import types
 
 import pytest
 import torch
@@ -8,8 +7,8 @@ import torch
 from fairseq_crild import losses
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.criterions.kd import KdCriterion
-from fairseq_crild.teacher import FrozenTeacher
 from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
+from tests.helpers_task import OneTeacherTask
 
 VOCAB = TOY_VOCAB
 
@@ -18,13 +17,7 @@ _dictionary = toy_dictionary
 _bert = toy_bert  # (layers, dim, heads, seed)
 
 
-class _Task:
-    def __init__(self, teacher):
-        self.dictionary = _dictionary()
-        self.teacher = FrozenTeacher(teacher, "in-memory")
-        self.cfg = types.SimpleNamespace(classification_head_name="glue")
-        self.regression, self.num_classes = False, 2
-        self.current_epoch, self.num_updates = 1, 0
+_Task = OneTeacherTask  # the criterion–task contract, one in-memory teacher
 
 
 def _sample():

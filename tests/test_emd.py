@@ -23,8 +23,8 @@ from fairseq_crild.emd import (
     transport_plan,
     unit_transport_costs,
 )
-from fairseq_crild.teacher import FrozenTeacher
 from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
+from tests.helpers_task import OneTeacherTask
 
 VOCAB = TOY_VOCAB
 
@@ -326,11 +326,7 @@ def _bert(layers, seed, dim=16, heads=2):
     return toy_bert(layers, dim, heads, seed)
 
 
-class _Task:
-    def __init__(self, teacher):
-        self.dictionary = _dictionary()
-        self.teacher = FrozenTeacher(teacher, "in-memory")
-        self.current_epoch, self.num_updates = 1, 0
+_Task = OneTeacherTask  # the criterion–task contract, one in-memory teacher
 
 
 def _sample():

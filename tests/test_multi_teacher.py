@@ -2,7 +2,6 @@
 chosen by --ild-teacher-index, each teacher is loaded once and checked like a single one."""
 
 import re
-import types
 
 import pytest
 import torch
@@ -10,8 +9,9 @@ import torch
 from fairseq_crild.criterions.kd import KdCriterion, combine_teacher_logits
 from fairseq_crild.models import BertConfig, BertModel
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask, GlueDataError
-from fairseq_crild.teacher import FrozenTeacher, TeacherMismatchError, parse_teacher_weights
+from fairseq_crild.teacher import TeacherMismatchError, parse_teacher_weights
 from tests.conftest import run_script
+from tests.helpers_task import FakeDistillTask
 
 VOCAB = 30
 
@@ -28,15 +28,11 @@ def _bert(seed, layers=2, dim=16, classes=2):
     return model
 
 
-class _Task:
+class _Task(FakeDistillTask):
     """The attributes kd reads from distill_glue, with teachers given in memory."""
 
     def __init__(self, teachers, weights, regression=False):
-        self.teachers = [FrozenTeacher(t, f"in-memory-{i}") for i, t in enumerate(teachers)]
-        self.teacher_weights = weights
-        self.teacher = self.teachers[0]
-        self.cfg = types.SimpleNamespace(classification_head_name="glue")
-        self.regression, self.num_classes = regression, 1 if regression else 2
+        super().__init__(teachers, weights, regression)
 
 
 def _sample():

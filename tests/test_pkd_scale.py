@@ -10,8 +10,8 @@ import torch
 from fairseq_crild import losses as L
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.models import FeatureRequest
-from fairseq_crild.teacher import FrozenTeacher
-from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
+from tests.helpers_bert import TOY_VOCAB, toy_bert
+from tests.helpers_task import OneTeacherTask
 
 VOCAB = TOY_VOCAB
 
@@ -61,11 +61,7 @@ def _bert(layers, seed, dim=16, heads=2):
     return toy_bert(layers, dim, heads, seed)
 
 
-class _Task:
-    def __init__(self, teacher):
-        self.dictionary = toy_dictionary()
-        self.teacher = FrozenTeacher(teacher, "in-memory")
-        self.current_epoch, self.num_updates = 1, 0
+_Task = OneTeacherTask  # the criterion–task contract, one in-memory teacher
 
 
 @pytest.mark.parametrize("dims", [(16, 16), (8, 16)])

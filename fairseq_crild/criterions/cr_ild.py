@@ -23,6 +23,7 @@ from omegaconf import II
 from torch import Tensor, nn
 
 from fairseq_crild import losses
+from fairseq_crild.criterions.contract import DistillTaskState, PadsEveryBatch, require
 from fairseq_crild.distributed import batch_generator
 from fairseq_crild.emd import (
     EmdLayerWeights,
@@ -200,7 +201,9 @@ class CrIldConfig(FairseqDataclass):
 @register_criterion("cr_ild", dataclass=CrIldConfig)
 class CrIldCriterion(FairseqCriterion):
     def __init__(self, cfg: CrIldConfig, task):
+        require(task, DistillTaskState, "cr_ild")
         super().__init__(task)
+        self.task: DistillTaskState = task
         self.cfg = cfg
         preset = PRESETS[str(cfg.ild_preset)]
         self.objects = _comma_list(cfg.ild_objects or preset.objects)
@@ -269,15 +272,14 @@ class CrIldCriterion(FairseqCriterion):
         to the same fixed length (their 128 x 128 grid): ask the task to pad."""
         why = (f"--ild-padding {self.pad_mode} / --relation-padding {self.relation_pad_mode} "
                f"(preset {self.cfg.ild_preset})")
-        hook = getattr(self.task, "pad_every_batch_to", None)
-        if hook is None:
+        if not isinstance(self.task, PadsEveryBatch):
             raise ValueError(f"{why} counts padded positions, which matches the authors only "
                              "when every batch is padded to --max-positions, and task "
                              f"{type(self.task).__name__} cannot pad every batch (no "
                              "pad_every_batch_to); use --task distill_glue, or "
                              "--ild-padding exclude --relation-padding exclude")
         length = int(self.task.cfg.max_positions)
-        hook(length)
+        self.task.pad_every_batch_to(length)
         logger.info(f"{why}: every batch padded to --max-positions {length}")
 
     # ------------------------------------------------------------------ set-up
@@ -406,7 +408,7 @@ class CrIldCriterion(FairseqCriterion):
         during training the layer weights are reset at each new epoch (release variant) and
         updated from the flow after it; plus the embedding-output MSE."""
         if update:  # the task's begin_epoch sets current_epoch; the weights see it change
-            self.emd.begin_epoch(int(getattr(self.task, "current_epoch", 1)))
+            self.emd.begin_epoch(int(self.task.current_epoch))
         n_s, n_t = len(self.student_layers), len(self.teacher_layers)
         attention_cost = str(self.cfg.emd_attention_cost)
         if attention_cost == "variant":
@@ -448,8 +450,7 @@ class CrIldCriterion(FairseqCriterion):
             # seeded by (--seed, update, the batch's place in the update's global batch): a
             # resumed run, and N ranks x --update-freq U, draw what one uninterrupted process
             # with --update-freq N*U draws (fairseq_crild/distributed.py)
-            rng = batch_generator(getattr(self.task.cfg, "seed", 1),
-                                  getattr(self.task, "num_updates", 0), micro_batch)
+            rng = batch_generator(self.task.cfg.seed, self.task.num_updates, micro_batch)
             lam = losses.sample_mixup_lambda(self.cfg.mixup_alpha, generator=rng)
             partner = losses.mixup_partner(batch, str(self.cfg.mixup_partner), generator=rng)
             mixup = MixupSpec(lam=lam, partner=partner.to(net_input["src_tokens"].device))
@@ -494,7 +495,7 @@ class CrIldCriterion(FairseqCriterion):
 
     def _next_micro_batch(self) -> int:
         """Index of this training forward among those of the current update (--update-freq)."""
-        update = int(getattr(self.task, "num_updates", 0))
+        update = int(self.task.num_updates)
         last, index = getattr(self, "_micro_batch_at", (-1, -1))
         index = index + 1 if update == last else 0
         self._micro_batch_at = (update, index)
@@ -504,10 +505,10 @@ class CrIldCriterion(FairseqCriterion):
         if self.consistency_weight <= 0:
             return 0.0
         if self.cfg.max_epoch and self.cfg.max_epoch > 0:
-            epoch = getattr(self.task, "current_epoch", 1) - 1  # epochs from 0, as the authors
+            epoch = self.task.current_epoch - 1  # epochs from 0, as the authors
             return losses.consistency_rampup(epoch, self.cfg.max_epoch, self.consistency_weight)
         if self.cfg.max_update and self.cfg.max_update > 0:
-            done = getattr(self.task, "num_updates", 0)
+            done = self.task.num_updates
             return losses.consistency_rampup(done, self.cfg.max_update, self.consistency_weight)
         return self.consistency_weight
 
@@ -544,7 +545,7 @@ class CrIldCriterion(FairseqCriterion):
     def _maybe_update_ema(self, model) -> None:
         """EMA of the student, updated once per optimizer step: at the first training
         forward after it (so a resumed run updates exactly as an uninterrupted one)."""
-        done = int(getattr(self.task, "num_updates", 0))
+        done = int(self.task.num_updates)
         if done > int(self.ema_updates):
             losses.ema_update(self.ema_model.parameters(), model.parameters(),
                               self.cfg.ema_decay)

@@ -11,6 +11,7 @@ from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 
+from fairseq_crild.criterions.contract import GlueTaskState, require
 from fairseq_crild.criterions.glue_logging import (
     positive_class,
     prediction_stats,
@@ -33,11 +34,12 @@ def supervised_loss(logits, target, regression: bool):
 @register_criterion("glue_ce", dataclass=GlueCeConfig)
 class GlueCrossEntropyCriterion(FairseqCriterion):
     def __init__(self, task):
+        require(task, GlueTaskState, "glue_ce")
         super().__init__(task)
         self.head = task.cfg.classification_head_name
         self.regression = task.regression
         self.num_classes = task.num_classes
-        self.positive = positive_class(getattr(task, "label_names", ()), task.num_classes)
+        self.positive = positive_class(task.label_names, task.num_classes)
 
     def forward(self, model, sample, reduce: bool = True):
         logits, _ = model(**sample["net_input"], classification_head_name=self.head)

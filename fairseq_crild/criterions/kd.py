@@ -19,6 +19,7 @@ from fairseq.logging import metrics
 from torch import Tensor
 
 from fairseq_crild import losses
+from fairseq_crild.criterions.contract import DistillTaskState, require
 from fairseq_crild.criterions.glue_ce import supervised_loss
 from fairseq_crild.criterions.glue_logging import (
     positive_class,
@@ -80,7 +81,9 @@ class KdConfig(FairseqDataclass):
 class KdCriterion(FairseqCriterion):
     def __init__(self, task, temperature: float, alpha: float, teacher_logit_cache: bool = False,
                  teacher_logit_cache_dir: str = ""):
+        require(task, DistillTaskState, "kd")
         super().__init__(task)
+        self.task: DistillTaskState = task
         self.use_logit_cache, self.logit_cache_dir = teacher_logit_cache, teacher_logit_cache_dir
         self._logit_cache = None
         if temperature <= 0:
@@ -91,14 +94,11 @@ class KdCriterion(FairseqCriterion):
         self.head = task.cfg.classification_head_name
         self.regression = task.regression
         self.num_classes = task.num_classes
-        self.positive = positive_class(getattr(task, "label_names", ()), task.num_classes)
+        self.positive = positive_class(task.label_names, task.num_classes)
 
     def teacher_ensemble(self) -> Tuple[List[FrozenTeacher], List[float]]:
         """The teachers of --teacher-path with their normalised --teacher-weights."""
-        teachers = getattr(self.task, "teachers", None)
-        if teachers is None:  # a task with a single ``teacher`` attribute
-            return [self.task.teacher], [1.0]
-        return teachers, self.task.teacher_weights
+        return self.task.teachers, self.task.teacher_weights
 
     def teacher_logits(self, sample, like):
         """The teacher's logits; with several teachers, logits whose soft labels are the

@@ -31,6 +31,7 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 from fairseq_crild.checkpoint_roles import ROLE_KEY, role_for_criterion
+from fairseq_crild.criterions.contract import MixesExamples, StudentPreparer
 from fairseq_crild.data.batching import (
     LAYOUTS,
     BatchingError,
@@ -229,7 +230,12 @@ def _require_given(cfg: Any) -> None:
 
 @register_task("distill_glue", dataclass=DistillGlueConfig)
 class DistillGlueTask(FairseqTask):
-    """GLUE classification/regression with BERT inputs (and, for distillation, a teacher)."""
+    """GLUE classification/regression with BERT inputs (and, for distillation, a teacher).
+
+    Implements the criterion–task contract (``fairseq_crild.criterions.contract``):
+    ``DistillTaskState`` (teachers, ILD teacher, weights, ``num_updates``, ``current_epoch``)
+    and ``PadsEveryBatch``; prepares the student of a ``StudentPreparer`` criterion.
+    """
 
     cfg: DistillGlueConfig
 
@@ -239,8 +245,8 @@ class DistillGlueTask(FairseqTask):
         self.meta = meta
         self._teachers: Optional[List[FrozenTeacher]] = None
         self.student: Optional[BertModel] = None
-        self.current_epoch = 1
-        self.num_updates = 0
+        self.current_epoch: int = 1  # 1-based; begin_epoch sets it
+        self.num_updates: int = 0  # optimizer updates done; train_step sets it
         self.pad_length = int(cfg.pad_to_length or 0)  # pad_every_batch_to may raise it
         self.criterion_uses_mixup = False  # set by build_criterion; read by --train-batches auto
         self.evaluation_only = False  # set by build_model(from_checkpoint=True): no teacher
@@ -481,10 +487,10 @@ class DistillGlueTask(FairseqTask):
         role = role_for_criterion(getattr(cfg, "_name", None) or getattr(cfg, "criterion", None))
         if role is not None and not getattr(self, "evaluation_only", False):
             self.state.merge_state_dict({ROLE_KEY: role})  # what the checkpoints are for
-        prepare = getattr(criterion, "prepare_student", None)
-        if prepare is not None and self.student is not None:
-            prepare(self.student)
-        self.criterion_uses_mixup = bool(getattr(criterion, "use_mixup", False))
+        if isinstance(criterion, StudentPreparer) and self.student is not None:
+            criterion.prepare_student(self.student)
+        self.criterion_uses_mixup = isinstance(criterion, MixesExamples) and bool(
+            criterion.use_mixup)
         return criterion
 
     def build_generator(self, models, args, **kwargs):
