@@ -46,3 +46,13 @@ def test_bad_options_fail_before_any_run(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and message in err[-1] and err[-1].startswith("crild-compare: error:")
     assert not (tmp_path / "o").exists()
+
+
+def test_runs_with_supplementary_data_are_named_apart(tmp_path):
+    assert comparison.run_name("kd") == "kd"
+    assert comparison.run_name("kd", kd_data="/x/QNLI-pairs/") == "kd+kd-data=QNLI-pairs"
+    assert comparison.run_name("cr_ild", "/x/QNLI-pairs", "concat") == (
+        "cr_ild+ild-data=QNLI-pairs+task")
+    todo = comparison.plan("RTE", ["kd"], [1], str(tmp_path),
+                           lambda m: comparison.run_name(m, kd_data="/x/P"))
+    assert todo[0].run_dir(str(tmp_path)).endswith(os.path.join("RTE", "kd+kd-data=P", "seed1"))

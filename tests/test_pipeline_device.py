@@ -2,6 +2,7 @@
 without a GPU; progress lines (updates done / total, ETA) from fairseq's log records."""
 
 import json
+import os
 import sys
 
 import pytest
@@ -162,3 +163,43 @@ def test_run_stage_prints_progress(tmp_path, monkeypatch, capsys):
     assert "[teacher] update 156/156 (100%)" in out
     assert "valid_loss=0.69" in out
     assert (tmp_path / "t" / "train.log").read_text().count("train_inner") == 1
+
+
+def test_supplementary_pairs_reach_their_stage(tiny_env, tmp_path, monkeypatch, capsys):
+    """--ild-data feeds stage 1 (replacing the task's set: the schedule counts its pairs),
+    --kd-data is added to stage 2's set; both binarised once with the base's dictionary."""
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    task_rows = (tiny_env["glue"] / "RTE" / "train.tsv").read_text().splitlines()[1:]
+    rows = ["sentence1\tsentence2"] + ["\t".join(r.split("\t")[1:3]) for r in task_rows]
+    rows = (rows * 40)[:41]  # the task's own words: 40 pairs the dictionary covers
+    rows[0] = "sentence1\tsentence2"
+    (pairs / "train.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = tmp_path / "out"
+    cmds = _dry_run(tiny_env, out, monkeypatch, capsys, False, "--ild-data", str(pairs),
+                    "--kd-data", str(pairs))
+    folder = str(out / "data" / "pairs" / "pairs")
+    assert json.load(open(os.path.join(folder, "meta.json")))["splits"]["train"] == 40
+    s1, s2 = cmds["stage1"], cmds["stage2"]
+    assert s1[s1.index("--ild-data") + 1] == folder and "replace" in s1
+    assert s2[s2.index("--ild-data") + 1] == folder and "concat" in s2
+    assert "--ild-data" not in cmds["teacher"]
+    smoke = recipe.budget_for("smoke", "RTE")
+    assert total_updates(s1) == -(-40 // smoke.stage1_batch) * smoke.stage1_epochs  # 40 pairs
+    n_task = json.load(open(out / "data" / "RTE" / "meta.json"))["splits"]["train"]
+    assert total_updates(s2) == min(smoke.max_update, -(-(n_task + 40) // smoke.stage2_batch))
+
+
+def test_supplementary_pairs_need_the_stage_that_reads_them(tiny_env, tmp_path, monkeypatch,
+                                                           capsys):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "train.tsv").write_text("sentence1\tsentence2\na b\tc d\n", encoding="utf-8")
+    sys.path.insert(0, runner.ROOT)
+    from scripts import run_pipeline
+
+    rc = run_pipeline.main(["--task", "RTE", "--method", "finetune", "--glue-dir",
+                            str(tiny_env["glue"]), "--base", str(tiny_env["hf"]), "--out",
+                            str(tmp_path / "o"), "--budget", "smoke", "--dry-run",
+                            "--kd-data", str(pairs)])
+    assert rc == 1 and "--kd-data: method finetune has no KD stage 2" in capsys.readouterr().err

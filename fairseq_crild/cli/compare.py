@@ -36,6 +36,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--bf16", action="store_true", help="bfloat16 in every stage")
     p.add_argument("--device", default="cpu", choices=recipe.DEVICES)
+    p.add_argument("--ild-data", default=None, help="the pipeline's --ild-data (stage 1)")
+    p.add_argument("--ild-data-mode", default="replace", choices=("replace", "concat"))
+    p.add_argument("--kd-data", default=None, help="the pipeline's --kd-data (stage 2)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every checkpoint (default: a finished run keeps only stage 2's "
                    "best, ~200 MB instead of ~800 MB for a 3-layer MiniLM student)")
@@ -62,6 +65,11 @@ def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> L
         cmd += ["--teacher", teacher]
     if args.bf16:
         cmd.append("--bf16")
+    if args.ild_data and recipe.METHODS[run.method][0] is not None:
+        cmd += ["--ild-data", os.path.abspath(args.ild_data), "--ild-data-mode",
+                args.ild_data_mode]
+    if args.kd_data and recipe.METHODS[run.method][1] == "kd":
+        cmd += ["--kd-data", os.path.abspath(args.kd_data)]
     return cmd
 
 
@@ -82,6 +90,15 @@ def _execute(args, run: comparison.PlannedRun, teacher: Optional[str]) -> float:
         for path in comparison.prunable_checkpoints(run.run_dir(args.out)):
             os.remove(path)
     return time.time() - start
+
+
+def _run_name(args, method: str) -> str:
+    """The name the pipeline gives this method's run (supplementary data only where the
+    method has the stage that reads it, as :func:`_pipeline_cmd` passes it)."""
+    preset, criterion = recipe.METHODS[method]
+    return comparison.run_name(method, args.ild_data if preset is not None else None,
+                               args.ild_data_mode,
+                               args.kd_data if criterion == "kd" else None)
 
 
 def _teacher_of(args, task: str) -> str:
@@ -109,7 +126,7 @@ def _run(args, methods: List[str], seeds: List[int]) -> int:
     from fairseq_crild.data.glue_tasks import get_task
 
     task = get_task(args.task).name
-    todo = comparison.plan(task, methods, seeds, args.out)
+    todo = comparison.plan(task, methods, seeds, args.out, lambda method: _run_name(args, method))
     print(f"crild-compare: {len(todo)} of {len(methods) * len(seeds)} runs left", flush=True)
     teacher = os.path.abspath(args.teacher) if args.teacher else None
     shared = [teacher or _teacher_of(args, task),

@@ -22,9 +22,11 @@ import json
 import logging
 import os
 import sys
+from typing import Optional
 
 from fairseq_crild.errors import CrildError
 from fairseq_crild.pipeline import recipe
+from fairseq_crild.pipeline.comparison import run_name
 from fairseq_crild.pipeline.dev_analysis import report_metric_names
 from fairseq_crild.pipeline.report import (
     count_parameters,
@@ -81,6 +83,16 @@ def main(argv=None) -> int:
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
                            help="float16 in every stage (CUDA only)")
     p.set_defaults(precision="fp32")
+    p.add_argument("--ild-data", default=None, metavar="FOLDER",
+                   help="unlabelled sentence pairs for stage 1 (a folder with train.tsv, "
+                   "header sentence1<TAB>sentence2, e.g. ../shared/data/supplementary/"
+                   "QNLI-pairs): ILD runs on them instead of the task's training set")
+    p.add_argument("--ild-data-mode", default="replace", choices=("replace", "concat"),
+                   help="stage 1 on --ild-data alone (default, the paper's supplementary "
+                   "ILD) or on it and the task's training set")
+    p.add_argument("--kd-data", default=None, metavar="FOLDER",
+                   help="unlabelled sentence pairs added to the task's training set in "
+                   "stage 2, labelled by the teacher (kd only: its hard-label term is off)")
     p.add_argument("--dry-run", action="store_true", help="print each stage's fairseq-train "
                    "arguments as JSON instead of running them (the pretrained model and the "
                    "data are still converted / prepared)")
@@ -111,11 +123,33 @@ def _sh(command: str, *cmd: str) -> None:
     print(proc.stdout.strip().splitlines()[-1])
 
 
+def _prepare_pairs(folder: Optional[str], out: str, base_dir: str, option: str
+                   ) -> Optional[tuple]:
+    """Binarises a folder of unlabelled pairs (PAIRS layout) with the base's dictionary once
+    (under OUT/data/pairs/NAME); returns (binarised folder, examples) or None."""
+    if not folder:
+        return None
+    if not os.path.isfile(os.path.join(folder, "train.tsv")):
+        raise FileNotFoundError(f"{option} {folder}: no train.tsv (header sentence1<TAB>"
+                                "sentence2; see ../shared/data/supplementary/README.md)")
+    target = os.path.join(out, "data", "pairs", os.path.basename(os.path.normpath(folder)))
+    if not os.path.isfile(os.path.join(target, "meta.json")):
+        _sh("prepare", "--glue-dir", folder, "--task", "PAIRS", "--dict",
+            os.path.join(base_dir, "dict.txt"), "--out", target, "--overwrite")
+    with open(os.path.join(target, "meta.json"), encoding="utf-8") as f:
+        return target, int(json.load(f)["splits"]["train"])
+
+
 def run(args) -> str:
     from fairseq_crild.data.glue_tasks import get_task
     from fairseq_crild.outputs import check_not_an_input
 
     task = get_task(args.task).name
+    preset, criterion = recipe.METHODS[args.method]
+    if getattr(args, "kd_data", None) and criterion != "kd":
+        raise ValueError(f"--kd-data: method {args.method} has no KD stage 2")
+    if getattr(args, "ild_data", None) and preset is None:
+        raise ValueError(f"--ild-data: method {args.method} has no ILD stage 1")
     # every stage runs in ROOT (the checkout, or site-packages when installed): paths given
     # relative to the current directory are made absolute first
     args.glue_dir = os.path.abspath(args.glue_dir)
@@ -123,8 +157,12 @@ def run(args) -> str:
         args.base = os.path.abspath(args.base)
     if args.teacher:
         args.teacher = os.path.abspath(args.teacher)
+    for option in ("ild_data", "kd_data"):
+        if getattr(args, option, None):
+            setattr(args, option, os.path.abspath(getattr(args, option)))
     out = os.path.abspath(args.out)
-    check_not_an_input(out, {"--glue-dir": args.glue_dir,
+    check_not_an_input(out, {"--glue-dir": args.glue_dir, "--ild-data": args.ild_data,
+                             "--kd-data": args.kd_data,
                              "--base": args.base if os.path.exists(args.base) else None})
     for replaced in ("base", os.path.join("data", task)):  # folders rebuilt with --overwrite
         check_not_an_input(os.path.join(out, replaced), {"--teacher": args.teacher},
@@ -139,6 +177,9 @@ def run(args) -> str:
             os.path.join(base_dir, "dict.txt"), "--out", data, "--overwrite")
     with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)
+    supplementary = {option: _prepare_pairs(getattr(args, option, None), out, base_dir,
+                                            "--" + option.replace("_", "-"))
+                     for option in ("ild_data", "kd_data")}
     budget = recipe.budget_for(args.budget, task, args.setting)
     device = getattr(args, "device_flags", None) or recipe.device_args(
         recipe.resolve_device(args.device), args.precision)
@@ -172,21 +213,32 @@ def run(args) -> str:
         teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
     preset, criterion = recipe.METHODS[args.method]
-    run_dir = os.path.join(out, "runs", task, args.method, f"seed{args.seed}")
+    args.run_name = run_name(args.method, args.ild_data, args.ild_data_mode, args.kd_data)
+    run_dir = os.path.join(out, "runs", task, args.run_name, f"seed{args.seed}")
     if args.setting != "full":
-        run_dir = os.path.join(out, "runs", f"{task}-{args.setting}", args.method,
+        run_dir = os.path.join(out, "runs", f"{task}-{args.setting}", args.run_name,
                                f"seed{args.seed}")
     init = None
     if preset is not None:
         s1 = os.path.join(run_dir, "stage1")
+        n_ild, ild_args = n_train, []
+        if supplementary["ild_data"]:
+            folder, n_supp = supplementary["ild_data"]
+            n_ild = n_supp + (n_train if args.ild_data_mode == "concat" else 0)
+            ild_args = ["--ild-data", folder, "--ild-data-mode", args.ild_data_mode]
         wall["stage1"] = stage("stage1", s1, recipe.stage1_args(
-            data, s1, preset, teacher, base_ckpt, student_arch, n_train, budget, args.seed)
-            + extra)["wall_s"]
+            data, s1, preset, teacher, base_ckpt, student_arch, n_ild, budget, args.seed)
+            + extra + ild_args)["wall_s"]
         init = os.path.join(s1, "checkpoint_last.pt")
     s2 = os.path.join(run_dir, "stage2")
+    n_kd, kd_args = n_train, []
+    if supplementary["kd_data"]:
+        folder, n_supp = supplementary["kd_data"]
+        n_kd = n_train + n_supp
+        kd_args = ["--ild-data", folder, "--ild-data-mode", "concat"]
     wall["stage2"] = stage("stage2", s2, recipe.stage2_args(
-        data, s2, criterion, teacher, init, base_ckpt, student_arch, n_train, metric, budget,
-        args.seed) + extra)["wall_s"]
+        data, s2, criterion, teacher, init, base_ckpt, student_arch, n_kd, metric, budget,
+        args.seed) + extra + kd_args)["wall_s"]
     if args.dry_run:
         return json.dumps(commands, indent=1)
 
@@ -213,7 +265,8 @@ def _report(args, task: str, meta: dict, budget, metric: str, preset, criterion:
     stages["stage2"] = stage_record(s2, student_ckpt, wall.get("stage2"))
     dev = dev_summary(dev_outputs(data, checkpoints, budget.max_len), names)
     report = {
-        "task": task, "method": args.method, "seed": args.seed, "budget": args.budget,
+        "task": task, "method": getattr(args, "run_name", args.method), "seed": args.seed,
+        "budget": args.budget,
         "setting": args.setting,
         "budget_detail": budget.__dict__, "metric": metric, "metric_names": names,
         "teacher_dev": teacher_m["best"], "student_dev": student["best"],

@@ -3,7 +3,7 @@ what to prune once a run has its report. Pure (no processes), so tests can check
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Callable, Iterable, List, Optional
 
 from fairseq_crild.pipeline import recipe
 
@@ -12,15 +12,31 @@ COMPARED = ("finetune", "kd", "pkd", "tinybert", "l_ild", "cr_ild", "cr_ild_rele
             "bert_emd")
 
 
+def run_name(method: str, ild_data: Optional[str] = None, ild_data_mode: str = "replace",
+             kd_data: Optional[str] = None) -> str:
+    """A run's folder and report name: the method, plus the supplementary data it used
+    (``kd+kd-data=QNLI-pairs``), so runs with and without it sit side by side."""
+    name = method
+    if ild_data:
+        name += f"+ild-data={os.path.basename(os.path.normpath(ild_data))}"
+        if ild_data_mode == "concat":
+            name += "+task"
+    if kd_data:
+        name += f"+kd-data={os.path.basename(os.path.normpath(kd_data))}"
+    return name
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     task: str
     method: str
     seed: int
+    name: str = ""  # the run's name (run_name); the method's when empty
 
     def run_dir(self, out: str) -> str:
-        """Where the pipeline writes this run (``--out``'s runs/TASK/METHOD/seedN)."""
-        return os.path.join(out, "runs", self.task, self.method, f"seed{self.seed}")
+        """Where the pipeline writes this run (``--out``'s runs/TASK/NAME/seedN)."""
+        return os.path.join(out, "runs", self.task, self.name or self.method,
+                            f"seed{self.seed}")
 
     def finished(self, out: str) -> bool:
         return os.path.isfile(os.path.join(self.run_dir(out), "report.json"))
@@ -45,11 +61,14 @@ def parse_seeds(spec: str) -> List[int]:
     return seeds
 
 
-def plan(task: str, methods: Iterable[str], seeds: Iterable[int], out: str) -> List[PlannedRun]:
+def plan(task: str, methods: Iterable[str], seeds: Iterable[int], out: str,
+         naming: Callable[[str], str] = str) -> List[PlannedRun]:
     """The runs without a report yet, seed-major: a session cut short leaves whole seeds (every
-    method of seed 1 before any of seed 2), which is what a paired comparison needs."""
+    method of seed 1 before any of seed 2), which is what a paired comparison needs.
+    ``naming`` maps a method to its run name (see :func:`run_name`)."""
     methods = list(methods)
-    return [run for seed in seeds for run in (PlannedRun(task, m, seed) for m in methods)
+    return [run for seed in seeds
+            for run in (PlannedRun(task, m, seed, naming(m)) for m in methods)
             if not run.finished(out)]
 
 
