@@ -9,7 +9,7 @@ Conventions
   ``extra["padding_mask"]``) use the opposite convention (True at padding): pass
   ``~padding_mask``. ``mask=None`` means every position is real.
 * Every loss computes in float32 (inputs may be fp16/bf16) and returns a scalar float32
-  tensor, reduced as written in ``docs/method.md``, so that a criterion can multiply it by
+  tensor, reduced as the CR-ILD paper's method reduces it, so that a criterion can multiply it by
   a weight and add it to others.
 * Argument order is always (student / prediction, teacher / target).
 """

@@ -4,7 +4,7 @@ Everything is built in a temporary sibling folder and moved into place only on s
 existing non-empty folder is refused unless the caller asked to overwrite it, and even then
 the old folder is removed only after the new one is complete.
 
-Two more guards (issue 17):
+Two more guards:
 
 * an output that equals, contains or lies inside one of the command's inputs is refused
   (:func:`check_not_an_input`): ``--overwrite`` would otherwise delete the inputs;

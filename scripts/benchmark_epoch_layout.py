@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Stage-1 CR-ILD epoch time for each training batch layout (issue 14, item 1).
+"""Stage-1 CR-ILD epoch time per training batch layout (fresh pairs, length buckets, pad-128).
 
     python scripts/benchmark_epoch_layout.py --data data-bin/RTE --base ckpt/minilm \\
         [--teacher T.pt] [--student-layers 3] [--batch-size 32] [--steps 12] [--rounds 3]

@@ -249,7 +249,7 @@ def run(args) -> str:
 def _report(args, task: str, meta: dict, budget, metric: str, preset, criterion: str,
             data: str, base_ckpt: str, teacher: str, run_dir: str, init, s2: str,
             wall: dict) -> str:
-    """report.json / report.md / dev_curve.png of a finished run (issue 16 item 8)."""
+    """report.json / report.md / dev_curve.png of a finished run."""
     names = report_metric_names(meta["metrics"], bool(meta.get("regression")),
                                 int(meta.get("num_classes", 1)), metric)
     student = stage_metrics(os.path.join(s2, "train.log"), metric, names)

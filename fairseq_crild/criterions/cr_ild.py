@@ -1,6 +1,6 @@
 """``cr_ild``: stage-1 intermediate layer distillation (ILD), with CR-ILD and its baselines.
 
-One criterion covers the ILD family of docs/method.md: hidden-state MSE (through a learned
+One criterion covers the ILD family the CR-ILD paper compares: hidden-state MSE (through a learned
 projection when widths differ), attention-score KL, MiniLM-style Q/K/V self-relation KL and
 PKD's normalised [CLS] MSE, over a last / uniform / explicit layer map; CR-ILD adds mixup of
 the embedding output (fed identically to teacher and student) and a consistency term between

@@ -19,7 +19,7 @@ Splits are ``train``, ``valid``, ``test`` (MNLI also ``valid_mm``/``test_mm``; A
 ``test``; PAIRS ``train`` [+ ``valid``], unlabelled). A missing test file (PAIRS: dev file) is
 skipped with a warning and listed in meta ``missing_splits``.
 
-Guards (issue 17): an output folder that is, holds or lies inside the GLUE folder or the
+Guards: an output folder that is, holds or lies inside the GLUE folder or the
 dictionary is refused before anything is read; a dictionary that is not a text dict.txt is
 refused in one line; so is one that leaves more than ``max_unk_rate`` (default
 :data:`MAX_UNK_RATE`) of the data's word pieces unknown (an empty, truncated or other model's

@@ -32,7 +32,7 @@ from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
 
-#: parity tolerance on logits (issue 8: "exported student predictions equal ours within 1e-4")
+#: parity tolerance on logits: an exported student's predictions equal ours within 1e-4
 TOLERANCE = 1e-4
 
 # input_ids, token_type_ids (BERT layout only), attention_mask (int64, B x T)

@@ -1,7 +1,7 @@
 """The paper's recipe as data: methods, per-task budgets, and the fairseq-train arguments of
 each stage. Kept free of process handling so tests can check the commands it builds.
 
-The ``paper`` budget is the authors' protocol (docs/method.md): BertAdam after a global clip
+The ``paper`` budget is the authors' protocol (README "Fidelity"): BertAdam after a global clip
 to 1.0 for every stage, the Linear(relu(pooler)) head without dropout, selection on accuracy
 (MRPC, QQP), (Pearson + Spearman) / 2 (STS-B), MCC (CoLA) or accuracy, dev evaluated every 100
 updates (teacher) / 50 (stage 2) and never at an epoch end, the last incomplete batch of
@@ -30,7 +30,7 @@ METHODS: Dict[str, tuple] = {
 SMALL = {"RTE", "MRPC", "STS-B", "CoLA", "WNLI"}
 MEDIUM = {"SST-2", "QNLI"}
 
-# The paper's settings besides full GLUE (docs/method.md, "synthetic datasets").
+# The paper's settings besides full GLUE: its few-sample and noisy-label sets.
 SETTINGS = ("full", "few_sample", "label_noise")
 FEW_SAMPLE = 1000  # training examples, drawn per seed by the task
 LABEL_NOISE = 0.3  # probability that a training label is flipped, independently per example
