@@ -88,6 +88,13 @@ def test_paired_t_interval_by_hand_and_pairing_by_seed(tree):
     assert pkd["mean"] - methods["kd"]["mean"] != pytest.approx(pkd["diff_mean"])
 
 
+def test_no_bootstrap_interval_from_two_pairs():
+    two = S.paired_difference([1.0, 2.0], [0.5, 0.5])
+    assert two["diff_ci_low"] is not None and two["boot_low"] is None
+    three = S.paired_difference([1.0, 2.0, 4.0], [0.5, 0.5, 0.5])
+    assert three["boot_low"] is not None
+
+
 def test_bootstrap_is_reproducible_and_confidence_widens(tree):
     reports = S.load_reports(str(tree))
     a = S.summarize(reports)["tasks"]["RTE"]["methods"]["cr_ild"]

@@ -126,11 +126,17 @@ def _teacher(task: str, reports: List[Dict[str, Any]], per_seed: bool) -> Dict[s
             "teacher_per_seed": rows}
 
 
+#: fewer pairs give a bootstrap interval that only restates the few values (two pairs: three
+#: distinct resample means)
+MIN_BOOTSTRAP_PAIRS = 3
+
+
 def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95,
                       resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> Dict[str, Any]:
     """Mean of a - b (already paired by seed), a paired t interval (n - 1 dof) and a
-    percentile bootstrap over the pairs; intervals are None with fewer than two pairs."""
+    percentile bootstrap over the pairs; the t interval is None with fewer than two pairs, the
+    bootstrap with fewer than three (two pairs have only three distinct resample means)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     n = len(d)
     out: Dict[str, Any] = {"n_pairs": n, "diff_mean": float(d.mean()) if n else None,
@@ -142,6 +148,8 @@ def paired_difference(a: Sequence[float], b: Sequence[float], confidence: float 
 
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * statistics.stdev(d) / math.sqrt(n)
     out["diff_ci_low"], out["diff_ci_high"] = out["diff_mean"] - half, out["diff_mean"] + half
+    if n < MIN_BOOTSTRAP_PAIRS:
+        return out
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, n, size=(resamples, n))].mean(axis=1)
     alpha = 100 * (1 - confidence) / 2
