@@ -212,7 +212,6 @@ def run(args) -> str:
         wall["teacher"] = rec["wall_s"]
         teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
-    preset, criterion = recipe.METHODS[args.method]
     args.run_name = run_name(args.method, args.ild_data, args.ild_data_mode, args.kd_data)
     run_dir = os.path.join(out, "runs", task, args.run_name, f"seed{args.seed}")
     if args.setting != "full":
