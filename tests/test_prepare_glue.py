@@ -14,6 +14,7 @@ from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
 from fairseq_crild.dictionary import dictionary_from_vocab
 from fairseq_crild.outputs import OutputExistsError
 from tests.conftest import run_script
+from tests.helpers_files import tree_digest
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "a", "dog", "ran",
          ".", "run", "##s", "The", "Cat", "cafe", "Café", "!", "?", "is"]
@@ -181,31 +182,20 @@ def test_tokenizer_matches_hf_bert_tokenizer(tmp_path):
         assert [[d[i] for i in ids] for ids in ours] == [hf.tokenize(t) for t in texts]
 
 
-def digest(folder):
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            h.update(os.path.relpath(os.path.join(root, name), folder).encode())
-            with open(os.path.join(root, name), "rb") as f:
-                h.update(f.read())
-    return h.hexdigest()
-
-
 def test_existing_output_is_never_clobbered(env, monkeypatch):
     d, dict_path, glue, tmp = env
     out = str(tmp / "bin")
     prepare(glue, "RTE", dict_path, out)
-    before = digest(out)
+    before = tree_digest(out)
     with pytest.raises(OutputExistsError, match=r"bin already exists.*pass --overwrite"):
         prepare(glue, "RTE", dict_path, out)
-    assert digest(out) == before
+    assert tree_digest(out) == before
     # a malformed file fails before anything is written, even with overwrite
     with open(os.path.join(glue, "RTE", "dev.tsv"), "a", encoding="utf-8") as f:
         f.write("6\tbroken row\n")
     with pytest.raises(GlueFormatError, match=r"dev.tsv:3: 2 column\(s\)"):
         prepare(glue, "RTE", dict_path, out, overwrite=True)
-    assert digest(out) == before
+    assert tree_digest(out) == before
     with pytest.raises(GlueFormatError):
         prepare(glue, "RTE", dict_path, str(tmp / "fresh"))
     assert not os.path.exists(tmp / "fresh")
@@ -217,7 +207,7 @@ def test_existing_output_is_never_clobbered(env, monkeypatch):
         m.setattr("fairseq_crild.data.binarize.write_label_dataset", disk_full)
         with pytest.raises(OSError, match="No space"):
             prepare(glue, "CoLA", dict_path, out, overwrite=True)
-    assert digest(out) == before
+    assert tree_digest(out) == before
     assert sorted(os.listdir(tmp)) == ["bin", "glue", "model"]
     # missing dictionary / GLUE folder: same treatment
     with pytest.raises(FileNotFoundError, match="nope.txt"):
@@ -243,9 +233,9 @@ def test_script(env, capsys):
     assert main(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"wrote {out}: CoLA (train 2, valid 1)"
     assert tokens(out, "input0", "train", d)[0] == ["The", "cat", "ran", "."]
-    before = digest(out)
+    before = tree_digest(out)
 
-    assert main(args) == 2 and digest(out) == before
+    assert main(args) == 2 and tree_digest(out) == before
     assert capsys.readouterr().err.splitlines() == [
         f"prepare_glue: error: {out} already exists and is not empty; pass --overwrite to "
         "replace it"]
@@ -257,5 +247,5 @@ def test_script(env, capsys):
     lines = proc.stderr.splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
     assert f"{os.path.join(glue, 'CoLA', 'train.tsv')}:3: unknown label 'perhaps'" in lines[0]
-    assert digest(out) == before
+    assert tree_digest(out) == before
     assert sorted(os.listdir(tmp)) == ["glue", "model", "x"]

@@ -161,8 +161,10 @@ class DistillGlueConfig(FairseqDataclass):
                                    "(0..N-1, the paper's PKD init), 'uniform', or '0,2,4'"}
     )
     ild_data: str = field(
-        default="", metadata={"help": "supplementary ILD text (a prepare_glue.py folder, e.g. "
-                              "--task PAIRS; labels unused) for stage 1"}
+        default="", metadata={"help": "supplementary unlabelled text (a prepare_glue.py folder, "
+                              "e.g. --task PAIRS): stage 1's ILD inputs, or, with "
+                              "--ild-data-mode concat and --criterion kd, extra KD inputs "
+                              "the teacher labels (the pipeline's --kd-data)"}
     )
     ild_data_mode: ChoiceEnum(["replace", "concat"]) = field(  # type: ignore[valid-type]
         default="replace", metadata={"help": "train on --ild-data instead of the task's "
@@ -344,7 +346,8 @@ class DistillGlueTask(FairseqTask):
         logger.info(f"{split}: {len(self.datasets[split])} examples")
 
     def _with_ild_data(self, task_train: SentencePairDataset):
-        """Stage-1 text from another folder (no labels needed), alone or with the task's."""
+        """Unlabelled text from another folder, alone or with the task's: ILD or KD inputs,
+        which need no labels (the task's labels are dropped so both parts collate alike)."""
         meta = read_meta(self.cfg.ild_data)
         if (meta.get("vocab_sha256") != self.meta.get("vocab_sha256")
                 or layout_of(meta) != self.layout):
