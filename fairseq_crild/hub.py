@@ -211,3 +211,35 @@ class GlueClassifier(torch.nn.Module):
         if self.regression:
             raise ValueError("predict_proba: a regression task has scores, not probabilities")
         return self.logits(examples, batch_size).softmax(-1)
+
+
+@torch.inference_mode()
+def predict_split(checkpoint: str, data: str, split: str, batch_size: int = 64,
+                  allow_any_role: bool = False, allow_other_task: bool = False,
+                  max_positions: Optional[int] = None) -> Tuple[DistillGlueTask, List[str]]:
+    """(task, predictions of a prepared split in example order: label names, or scores with
+    3 decimals): what crild-predict writes. The checkpoint is checked against ``data`` as
+    :meth:`GlueClassifier.from_pretrained` checks it (role, GLUE task, vocabulary, head,
+    labels), and the split is read binarised, not re-tokenised. ``max_positions``: truncation
+    length (None: the checkpoint's training ``--max-positions``)."""
+    if batch_size < 1:
+        raise ValueError(f"--batch-size {batch_size}: give a positive number (e.g. 64)")
+    if os.path.isdir(checkpoint):
+        checkpoint = os.path.join(checkpoint, "checkpoint_best.pt")
+    state = read_checkpoint(checkpoint)
+    task = DistillGlueTask.setup_task(DistillGlueConfig(data=data))
+    model = load_checked(checkpoint, task, allow_any_role, allow_other_task, state)
+    task.cfg.max_positions = inference_max_positions(state, model.max_positions(),
+                                                     max_positions, checkpoint)
+    model.eval()
+    task.load_dataset(split)
+    ds = task.dataset(split)
+    head = task.cfg.classification_head_name
+    preds = [None] * len(ds)
+    for start in range(0, len(ds), batch_size):
+        batch = ds.collater([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
+        logits, _ = model(**batch["net_input"], classification_head_name=head)
+        values = logits.view(-1).tolist() if task.regression else logits.argmax(-1).tolist()
+        for i, v in zip(batch["id"].tolist(), values):
+            preds[i] = f"{v:.3f}" if task.regression else task.label_names[v]
+    return task, preds

@@ -4,12 +4,9 @@
 The code is fairseq_crild/cli/benchmark.py (installed command: ``crild-benchmark``).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fairseq_crild.cli.benchmark import VARIANTS, console_main, main  # noqa: E402,F401
+from fairseq_crild.cli.benchmark import VARIANTS, console_main, main  # noqa: F401
 
 if __name__ == "__main__":
     sys.exit(console_main())

@@ -39,10 +39,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from fairseq_crild.cli.benchmark import (  # noqa: E402  (after the path set-up)
+from fairseq_crild.cli.benchmark import (
     _Backward,
     fairseq_cfg,
     student_arch_args,

@@ -13,14 +13,12 @@ import os
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
 
-import torch  # noqa: E402
-
-from fairseq_crild.dictionary import load_bert_dictionary  # noqa: E402
-from fairseq_crild.models import FeatureRequest  # noqa: E402
-from fairseq_crild.models.loading import load_bert  # noqa: E402
-from fairseq_crild.pretrained import resolve_hf_dir  # noqa: E402
+from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.models import FeatureRequest
+from fairseq_crild.models.loading import load_bert
+from fairseq_crild.pretrained import resolve_hf_dir
 
 
 def main(argv=None) -> int:
@@ -31,7 +29,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import transformers
 
-    from scripts import convert_hf_bert
+    from fairseq_crild.cli.convert import main as convert
 
     hf_dir = resolve_hf_dir(args.hf_dir)
     with open(os.path.join(args.glue_dir, "RTE", "dev.tsv"), encoding="utf-8") as f:
@@ -41,7 +39,7 @@ def main(argv=None) -> int:
                 max_length=128, return_tensors="pt")
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "ours")
-        convert_hf_bert.main([hf_dir, out])
+        convert([hf_dir, out])
         d = load_bert_dictionary(os.path.join(out, "dict.txt"))
         ours, _ = load_bert(os.path.join(out, "model.pt"), d)
     remap = torch.tensor([d.index(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))])

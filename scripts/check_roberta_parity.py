@@ -17,7 +17,6 @@ import logging
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 logging.getLogger("fairseq").setLevel(logging.WARNING)
 
 

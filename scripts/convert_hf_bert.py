@@ -4,12 +4,9 @@
 The code is fairseq_crild/cli/convert.py (installed command: ``crild-convert``).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fairseq_crild.cli.convert import main  # noqa: E402,F401
+from fairseq_crild.cli.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,12 +7,9 @@
 The code is fairseq_crild/cli/hydra_train.py (installed command: ``crild-hydra-train``).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fairseq_crild.cli.hydra_train import main  # noqa: E402
+from fairseq_crild.cli.hydra_train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,12 +7,9 @@
 Same as ``python -m fairseq_crild.options_help`` (see there).
 """
 
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fairseq_crild.options_help import main  # noqa: E402
+from fairseq_crild.options_help import main
 
 if __name__ == "__main__":
     sys.exit(main())

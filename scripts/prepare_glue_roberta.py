@@ -4,11 +4,8 @@
 The code is fairseq_crild/cli/prepare_roberta.py (installed command: ``crild-prepare-roberta``).
 """
 
-import os
+import logging
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import logging  # noqa: E402
 
 logging.getLogger("fairseq").setLevel(logging.WARNING)  # import-time notices, not ours
 

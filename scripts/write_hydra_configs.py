@@ -12,10 +12,9 @@ the package's absolute folder).
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+from fairseq_crild.cli.write_configs import main as _main
 
-from fairseq_crild.cli.write_configs import main as _main  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from scripts import classify
+from fairseq_crild.cli import classify
 from tests.conftest import ROOT
 from tests.test_fairseq_train import teacher  # noqa: F401  (fixture: a fine-tuned tiny BERT)
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from scripts import classify
+from fairseq_crild.cli import classify
 from tests.helpers_files import tree_digest
 from tests.test_fairseq_train import teacher  # noqa: F401  (fixture: a fine-tuned tiny BERT)
 

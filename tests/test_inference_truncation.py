@@ -179,16 +179,16 @@ def test_classify_cli_truncates_at_the_training_length(long_env):
 
 
 def test_predict_glue_truncates_at_the_training_length(long_env):
-    import scripts.predict_glue as predict_glue
+    from fairseq_crild.hub import predict_split
 
-    task, preds = predict_glue.predict(str(long_env["ckpt"]), str(long_env["data"]), "valid")
+    task, preds = predict_split(str(long_env["ckpt"]), str(long_env["data"]), "valid")
     assert task.cfg.max_positions == TRAINED
     ds = task.dataset("valid")
     assert max(len(ds[i]["source"]) for i in range(len(ds))) == TRAINED
     want = dev_logits(long_env, TRAINED).argmax(-1).tolist()
     assert preds == [task.label_names[i] for i in want]
-    task, _ = predict_glue.predict(str(long_env["ckpt"]), str(long_env["data"]), "valid",
-                                   max_positions=TABLE)
+    task, _ = predict_split(str(long_env["ckpt"]), str(long_env["data"]), "valid",
+                            max_positions=TABLE)
     assert task.dataset("valid").max_positions == TABLE
 
 

@@ -70,7 +70,9 @@ def test_wheel_holds_the_package_and_its_commands(installed, tmp_path):
     for name in COMMANDS:
         assert (venv / "bin" / name).is_file(), name
     assert not os.path.exists(os.path.join(site, "scripts"))  # no top-level 'scripts' package
-    assert os.path.isfile(os.path.join(site, "fairseq_crild", "_scripts", "classify.py"))
+    # the commands' code is in the package itself: scripts/ is not installed in any form
+    assert not os.path.exists(os.path.join(site, "fairseq_crild", "_scripts"))
+    assert os.path.isfile(os.path.join(site, "fairseq_crild", "cli", "classify.py"))
     where = _run(venv, tmp_path, python, "-c",
                  "import fairseq_crild; print(fairseq_crild.__file__)")
     assert where.stdout.strip() == os.path.join(site, "fairseq_crild", "__init__.py")
