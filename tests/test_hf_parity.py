@@ -1,6 +1,7 @@
 """Our BERT reproduces transformers' BertModel on the same weights (converted both ways)."""
 
 import os
+import re
 
 import pytest
 import torch
@@ -103,3 +104,40 @@ def test_export_reimport_round_trip_is_exact(tmp_path):
                          token_type_ids=batch["token_type_ids"], classification_head_name="glue")
         ref = hf(**batch).logits
     assert (logits - ref).abs().max().item() <= 1e-5
+
+
+def test_export_hf_bert_goes_through_the_parity_gate(tmp_path, capsys, monkeypatch):
+    """export_hf_bert checks its folder as the classifier export does: transformers' outputs
+    (logits with a head; last hidden states and pooled outputs without) against ours, and a
+    mismatch writes nothing."""
+    import fairseq_crild.export.hf_bert as hf_bert
+
+    hf_dir = make_tiny_hf_folder(str(tmp_path / "hf"), with_classifier=3)
+    _convert(hf_dir, str(tmp_path / "head"), "--head-name", "glue")
+    _convert(hf_dir, str(tmp_path / "bare"))  # the classifier not kept: a bare encoder
+    runs = {"head": ("BertForSequenceClassification", "logits"),
+            "bare": ("BertModel", "last hidden states")}
+    for name, (arch, output) in runs.items():
+        assert export.main([str(tmp_path / name / "model.pt"), str(tmp_path / f"{name}-hf")]) == 0
+        line = capsys.readouterr().out.splitlines()[-1]
+        assert line.startswith(f"parity (transformers {arch} vs ours): max |diff| of {output} ")
+        diffs = [float(x) for x in re.findall(r" (\d\.\d+e[-+]\d+)", line)]
+        assert diffs and max(diffs) <= 1e-4, line
+        assert "pooled outputs" in line if name == "bare" else "same predicted class" in line
+
+    real = hf_bert.state_dict_to_hf
+
+    def broken(sd, num_layers, head_name=None):  # one weight off on the way out
+        out = real(sd, num_layers, head_name)
+        out["bert.pooler.dense.bias"] = out["bert.pooler.dense.bias"] + 0.1
+        return out
+
+    monkeypatch.setattr(hf_bert, "state_dict_to_hf", broken)
+    for name in runs:
+        target = tmp_path / f"{name}-broken"
+        assert export.main([str(tmp_path / name / "model.pt"), str(target)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("export_hf_bert: error: "), err
+        assert "exceeds 0.0001; nothing was written" in err[0]
+        assert not target.exists()
+        assert not [p for p in os.listdir(tmp_path) if p.startswith(f"{name}-broken")]

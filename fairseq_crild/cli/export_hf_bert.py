@@ -10,31 +10,25 @@ OUT_DIR gets config.json, model.safetensors, vocab.txt and tokenizer_config.json
 checkpoint has no head). The vocabulary is written in fairseq dictionary order, with
 ``pad_token_id`` set accordingly, so ids agree between both toolkits. The tokenizer's
 ``model_max_length`` is the checkpoint's training ``--max-positions`` (the position table for a
-conversion that records none); ``--max-positions`` changes it.
+conversion that records none); ``--max-positions`` changes it. Before OUT_DIR is written,
+transformers loads the folder and runs it on random word-piece pairs next to our model, as the
+classifier export checks its folder: the largest |difference| of the logits (with a head) or
+of the last hidden states and pooled outputs (without) is printed, and above --tolerance
+(1e-4) nothing is written. Needs transformers (the ``export`` extra). Exit status: 0 written,
+2 refused or failed.
 """
 
 import argparse
-import dataclasses
-import json
 import os
 import sys
 
-from safetensors.torch import save_file
-
 from fairseq_crild.dictionary import load_bert_dictionary
 from fairseq_crild.errors import CrildError
+from fairseq_crild.export.student import TOLERANCE
 from fairseq_crild.inference_length import inference_max_positions
-from fairseq_crild.models.hf_conversion import (
-    TOKENIZER_CONFIG,
-    ConversionError,
-    hf_config_from_bert,
-    state_dict_to_hf,
-)
+from fairseq_crild.models.hf_conversion import ConversionError
 from fairseq_crild.models.loading import load_bert
-from fairseq_crild.outputs import (
-    atomic_output_dir,
-    check_not_an_input,
-)
+from fairseq_crild.outputs import check_not_an_input
 
 
 def _default_dict(checkpoint: str) -> str:
@@ -54,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-positions", type=int, default=None,
                         help="the tokenizer's model_max_length (default: the checkpoint's "
                              "training --max-positions, else its position table)")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE,
+                        help="largest |difference| of outputs accepted (default %(default)g)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT_DIR")
     args = parser.parse_args(argv)
     try:
@@ -70,32 +66,20 @@ def main(argv=None) -> int:
         head = head or (heads[0] if heads else None)
         if head is not None and head not in heads:
             raise ConversionError(f"no head {head!r} in the checkpoint (it has {heads})")
-        cfg = dataclasses.asdict(model.cfg)
-        cfg["classifier_activation"] = str(cfg["classifier_activation"])
-        if cfg["classifier_activation"] != "none" and head is not None:
+        if str(model.cfg.classifier_activation) != "none" and head is not None:
             raise ConversionError(
                 "the head applies relu before its linear layer (--classifier-activation relu);"
                 " transformers' BertForSequenceClassification cannot express that"
             )
-        hf_cfg = hf_config_from_bert(cfg, len(dictionary), dictionary.pad())
-        if head is None:
-            hf_cfg["architectures"] = ["BertModel"]
-        else:
-            hf_cfg["num_labels"] = model.classification_heads[head].out_proj.out_features
-        sd = state_dict_to_hf(model.state_dict(), model.num_layers, head)
-        with atomic_output_dir(args.out_dir, args.overwrite) as tmp:
-            save_file(sd, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
-            with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
-                json.dump(hf_cfg, f, indent=2)
-            with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
-                f.writelines(dictionary[i] + "\n" for i in range(len(dictionary)))
-            with open(os.path.join(tmp, TOKENIZER_CONFIG), "w", encoding="utf-8") as f:
-                json.dump({"tokenizer_class": "BertTokenizer", "do_lower_case": args.lowercase,
-                           "model_max_length": max_length}, f, indent=2)
+        from fairseq_crild.export.hf_bert import export_hf_bert
+
+        result = export_hf_bert(model, dictionary, head, args.out_dir, args.lowercase,
+                                max_length, args.overwrite, args.tolerance)
     except (CrildError, FileNotFoundError, ValueError) as err:  # ConversionError, ...
         print(f"export_hf_bert: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.out_dir} (head: {head})")
+    print(result.describe("random word-piece pairs"))
     return 0
 
 

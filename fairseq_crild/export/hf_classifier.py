@@ -137,10 +137,10 @@ def write_hf_classifier(clf: Classifier, folder: str) -> None:
                    "model_max_length": clf.input_length}, f, indent=2)
 
 
-@torch.no_grad()
-def hf_logits(folder: str, batches: List[Batch],
-              architecture: str = "BertForSequenceClassification") -> List[Tensor]:
-    """Logits of the folder as transformers loads it (refusing missing or unused weights)."""
+def hf_model(folder: str, architecture: str) -> nn.Module:
+    """The folder as transformers' ``architecture`` loads it, in eval mode; missing or unused
+    weights are refused (a silently re-initialised layer would pass no parity check anyway,
+    but this names it)."""
     try:
         import transformers
     except ImportError:
@@ -152,7 +152,14 @@ def hf_logits(folder: str, batches: List[Batch],
     problems = {k: v for k, v in info.items() if v}
     if problems:
         raise ExportError(f"transformers did not load the export cleanly: {problems}")
-    model.eval()
+    return model.eval()
+
+
+@torch.no_grad()
+def hf_logits(folder: str, batches: List[Batch],
+              architecture: str = "BertForSequenceClassification") -> List[Tensor]:
+    """Logits of the folder as transformers loads it (refusing missing or unused weights)."""
+    model = hf_model(folder, architecture)
     return [model(**b).logits.float() for b in batches]
 
 

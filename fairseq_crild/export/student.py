@@ -236,16 +236,22 @@ def real_batches(clf: Classifier, data: str, split: str = "valid", n: int = 64,
 def random_batches(clf: Classifier, n: int = 16, seed: int = 0) -> List[Batch]:
     """``[CLS] a [SEP] b [SEP]`` (RoBERTa: ``<s> a </s> </s> b </s>``) pairs of random tokens,
     for when no data is at hand."""
+    return random_pair_batches(clf.dictionary, clf.input_length, clf.input_format, n, seed)
+
+
+def random_pair_batches(d: Dictionary, input_length: int, input_format: str = "bert",
+                        n: int = 16, seed: int = 0) -> List[Batch]:
+    """:func:`random_batches` for a dictionary and input layout: pairs of random symbols of
+    ``d`` (no specials) up to 48 tokens (at most ``input_length``), in padded batches of 8."""
     g = torch.Generator().manual_seed(seed)
-    d = clf.dictionary
-    longest = min(48, clf.input_length)
+    longest = min(48, input_length)
     rows, types = [], []
     for _ in range(n):
         la, lb = (int(x) for x in torch.randint(1, max(2, longest // 2 - 2), (2,), generator=g))
         a = torch.randint(d.nspecial, len(d), (la,), generator=g)
         b = torch.randint(d.nspecial, len(d), (lb,), generator=g)
         cls_, sep = torch.tensor([d.bos()]), torch.tensor([d.eos()])
-        if clf.input_format == "roberta":
+        if input_format == "roberta":
             rows.append(torch.cat([cls_, a, sep, sep, b, sep]))
         else:
             rows.append(torch.cat([cls_, a, sep, b, sep]))
@@ -257,7 +263,7 @@ def random_batches(clf: Classifier, n: int = 16, seed: int = 0) -> List[Batch]:
         tt = torch.zeros_like(ids)
         for i, (r, t) in enumerate(zip(rows[s:s + 8], types[s:s + 8])):
             ids[i, :len(r)], tt[i, :len(t)] = r, t
-        batches.append(_batch(ids, tt, d.pad(), clf.input_format))
+        batches.append(_batch(ids, tt, d.pad(), input_format))
     return batches
 
 
@@ -297,7 +303,10 @@ def parity(clf: Classifier, batches: List[Batch], theirs: List[Tensor]) -> Parit
                   len(batches), agree, max(float(o.abs().max()) for o in ours))
 
 
-def require_parity(diff: float, what: str, tolerance: float = TOLERANCE) -> None:
+def require_parity(diff: float, what: str, tolerance: float = TOLERANCE,
+                   values: str = "logits") -> None:
+    """The gate of every export: refuses (ExportError) a largest |difference| of ``values``
+    above ``tolerance``, NaN included."""
     if not diff <= tolerance:  # NaN fails too
-        raise ExportError(f"{what}: max |diff| of logits {diff:.3e} exceeds {tolerance:g}; "
+        raise ExportError(f"{what}: max |diff| of {values} {diff:.3e} exceeds {tolerance:g}; "
                           "nothing was written")
