@@ -67,7 +67,7 @@ def test_cr_ild_step_changes_only_the_student():
     task.current_epoch = 3
     crit = _cr_ild(task, student.train(), ild_preset="cr_ild", ild_objects="qkv,hidden",
                    num_relation_heads=2)
-    assert crit.projection is not None and crit.layer_map == [(1, 3)]
+    assert crit.projection is not None and crit.layers.layer_map == [(1, 3)]
     # heads and pooler are unreachable by ILD losses: frozen before DDP/optimizer see them
     assert not student.classification_heads["glue"].out_proj.weight.requires_grad
     assert not student.pooler.weight.requires_grad

@@ -347,7 +347,7 @@ def _emd_criterion(task, student, **overrides):
 def test_identical_layers_give_the_diagonal_plan_and_zero_loss():
     teacher, student = _bert(3, 0), _bert(3, 0)
     crit = _emd_criterion(_Task(teacher), student.train())
-    assert crit.objects == ["attention", "hidden"] and len(crit.layer_map) == 9
+    assert crit.options.objects == ["attention", "hidden"] and len(crit.layers.layer_map) == 9
     assert crit.emd.variant == "release"  # the preset's default
     if crit.projection is not None:  # an identity fit_dense keeps the layers identical
         with torch.no_grad():
@@ -422,7 +422,7 @@ def test_emd_loss_is_the_flow_weighted_sum_of_layer_losses():
     teacher, student = _bert(4, 0), _bert(2, 1)
     crit = _emd_criterion(_Task(teacher), student.eval(), ild_objects="hidden",
                           emd_embedding_loss="off", emd_variant="bert_emd")
-    assert crit.layer_map == [(s, t) for s in range(2) for t in range(4)]
+    assert crit.layers.layer_map == [(s, t) for s in range(2) for t in range(4)]
     sample = _sample()
     loss, n, log = crit(student, sample)
     se, te = _features(student, teacher, sample)

@@ -107,11 +107,11 @@ def test_relation_padding_include_implies_or_refuses_padding_to_max_positions():
     task = _PadTask(teacher)
     crit = _crit(task, student, ild_preset="l_ild", relation_padding="include")
     assert task.padded_to == [128]
-    assert (crit.pad_mode, crit.relation_pad_mode) == ("exclude", "include")
+    assert (crit.options.pad_mode, crit.options.relation_pad_mode) == ("exclude", "include")
     release = _PadTask(teacher)
     crit = _crit(release, student, ild_preset="cr_ild_release")
     assert release.padded_to == [128]
-    assert (crit.pad_mode, crit.relation_pad_mode) == ("include", "include")
+    assert (crit.options.pad_mode, crit.options.relation_pad_mode) == ("include", "include")
     with pytest.raises(ValueError, match="pad_every_batch_to.*--ild-padding exclude"):
         _crit(_Task(teacher), student, ild_preset="l_ild", relation_padding="include")
     untouched = _PadTask(teacher)
@@ -255,8 +255,8 @@ def test_tinybert_uniform_map_pairs_the_embedding_outputs():
     teacher, student = _bert(6, 16, 2, 0), _bert(3, 16, 2, 1)
     sample = _sample()
     crit = _crit(_Task(teacher), student.eval(), ild_preset="tinybert")
-    assert crit.hidden_pairs == [(0, 0), (1, 2), (2, 4), (3, 6)]  # hidden-state indices
-    assert crit.layer_map == [(0, 1), (1, 3), (2, 5)]  # attention: 0-based layers
+    assert crit.layers.hidden_pairs == [(0, 0), (1, 2), (2, 4), (3, 6)]  # hidden-state indices
+    assert crit.layers.layer_map == [(0, 1), (1, 3), (2, 5)]  # attention: 0-based layers
     _, n, log = crit(student, sample)
     hs, ht = _hidden(student, sample)["hidden_states"], _hidden(teacher, sample)["hidden_states"]
     mask = sample["net_input"]["src_tokens"].ne(1).tolist()
@@ -267,9 +267,9 @@ def test_tinybert_uniform_map_pairs_the_embedding_outputs():
     assert float(log["loss_hidden"]) / n == pytest.approx(expected, rel=1e-5)
     # switched off: the layer outputs only; the last map never has the embedding pair
     off = _crit(_Task(teacher), student, ild_preset="tinybert", uniform_embedding_pair="off")
-    assert off.hidden_pairs == [(1, 2), (2, 4), (3, 6)]
+    assert off.layers.hidden_pairs == [(1, 2), (2, 4), (3, 6)]
     last = _crit(_Task(teacher), student, ild_preset="tinybert", ild_layer_map="last")
-    assert last.hidden_pairs == [(3, 6)]
+    assert last.layers.hidden_pairs == [(3, 6)]
 
 
 # --------------------------------------------------------------------------- item 9 EMA target
@@ -328,7 +328,7 @@ def test_cr_ild_preset_regularises_the_relations_from_epoch_one():
     sample = _sample()
     task.current_epoch = 1  # epoch 0: ramp 0, no term yet, the ramp is logged
     crit = _crit(task, student.train(), ild_preset="cr_ild", num_relation_heads=4)
-    assert crit.consistency_objects == ["qkv"]
+    assert crit.options.consistency_objects == ["qkv"]
     _, _, log = crit(student, sample)
     assert "loss_cons" not in log and float(log["w_cons"]) == 0.0
     task.current_epoch, task.num_updates = 2, 5  # epoch 1 of 4 (from 0): w = 0.1 * 1 / 4
@@ -359,12 +359,12 @@ def test_cr_ild_release_consistency_is_inert_and_says_so(caplog):
         task = _PadTask(teacher)
         task.current_epoch, task.num_updates = 3, 7
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="fairseq_crild.criterions.cr_ild"):
+        with caplog.at_level(logging.WARNING, logger="fairseq_crild.criterions.ild_presets"):
             crit = _crit(task, student.train(), ild_preset="cr_ild_release",
                          num_relation_heads=4, consistency_weight=weight)
         warned = any("acts on no object" in r.getMessage() for r in caplog.records)
         assert warned == (weight > 0)
-        assert task.padded_to == [128] and crit.consistency_objects == []
+        assert task.padded_to == [128] and crit.options.consistency_objects == []
         loss, n, log = crit(student, sample)
         assert "w_cons" not in log and "loss_cons" not in log and "lam" in log
         results[weight] = float(loss)
@@ -383,4 +383,5 @@ def test_consistency_objects_option_names_what_is_wrong():
               consistency_objects="cls")
     crit = _crit(_Task(teacher), student, ild_preset="cr_ild_release", num_relation_heads=2,
                  consistency_on_relations=True, ild_padding="exclude")
-    assert crit.consistency_objects == ["qkv"] and crit.consistency_acts is False  # weight 0
+    assert (crit.options.consistency_objects == ["qkv"]
+            and crit.options.consistency_acts is False)  # weight 0

@@ -6,14 +6,18 @@ PKD's normalised [CLS] MSE, over a last / uniform / explicit layer map; CR-ILD a
 the embedding output (fed identically to teacher and student) and a consistency term between
 the student's features of the mixed input and the mix of its clean features. Presets
 (``--ild-preset``) fill in whatever option is left unset. Labels are never used.
+
+The criterion composes one unit per job: ``ild_presets`` (options and presets),
+``ild_layers`` (the layer map), ``ild_features`` (the request and the features),
+``ild_distance`` (each object's distance), ``ild_targets`` (fit_dense, the EMA copy),
+``ild_freezing`` (parameters no loss reaches), ``consistency`` (mixup draws, the ramped
+consistency term), ``ild_emd`` (BERT-EMD's cost matrices) and ``ild_precision`` (fp16/bf16).
 """
 
 
-import copy
 import logging
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import torch
 from fairseq.criterions import FairseqCriterion, register_criterion
@@ -22,53 +26,28 @@ from fairseq.logging import metrics
 from omegaconf import II
 from torch import Tensor, nn
 
-from fairseq_crild import losses
+from fairseq_crild.criterions import consistency, ild_emd, ild_targets
 from fairseq_crild.criterions.contract import DistillTaskState, PadsEveryBatch, require
-from fairseq_crild.distributed import batch_generator
-from fairseq_crild.emd import (
-    EmdLayerWeights,
-    cost_matrix,
-    pairwise_attention_kl,
-    pairwise_attention_mse,
+from fairseq_crild.criterions.ild_distance import IldDistance
+from fairseq_crild.criterions.ild_features import (
+    feature_request,
+    flatten_features,
+    object_of,
+    select_features,
 )
+from fairseq_crild.criterions.ild_freezing import freeze_unreached
+from fairseq_crild.criterions.ild_layers import (
+    LayerPlan,
+    check_attention_heads,
+    relation_heads,
+    resolve_layer_plan,
+)
+from fairseq_crild.criterions.ild_precision import KeepsFp32Children, follow_student
+from fairseq_crild.criterions.ild_presets import PRESETS, IldOptions, resolve_options
+from fairseq_crild.emd import EmdLayerWeights
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 
 logger = logging.getLogger(__name__)
-
-OBJECTS = ("hidden", "attention", "qkv", "cls")
-#: objects a consistency term can compare (PKD's [CLS] vectors are not among them)
-CONSISTENCY_OBJECTS = ("hidden", "attention", "qkv")
-
-
-@dataclass(frozen=True)
-class Preset:
-    """What ``--ild-preset`` fills in for every option left at "preset" / empty."""
-
-    objects: str
-    layer_map: str
-    mixup: bool = False
-    consistency_weight: float = 0.0
-    #: "all": every ILD object (the paper's CR-ILD); "attention,hidden": only those among
-    #: the ILD objects, as the authors' code applies its consistency flags
-    consistency_objects: str = "attention,hidden"
-    padding: str = "exclude"
-    hidden_projection: str = "when-widths-differ"
-
-
-PRESETS: Dict[str, Preset] = {
-    # the paper's method: last-layer Q/K/V relations on mixup inputs + consistency on them
-    "cr_ild": Preset("qkv", "last", mixup=True, consistency_weight=0.1,
-                     consistency_objects="all"),
-    # the authors' released script: same objects and mixup; their consistency flags act on
-    # attention/hidden objects only (inert on Q/K/V); relations over the padded 128 x 128 grid
-    "cr_ild_release": Preset("qkv", "last", mixup=True, padding="include"),
-    "l_ild": Preset("qkv", "last"),
-    "minilm": Preset("qkv", "last"),
-    "tinybert": Preset("attention,hidden", "uniform", hidden_projection="always"),
-    "pkd": Preset("cls", "uniform", hidden_projection="always"),
-    "emd": Preset("attention,hidden", "emd", hidden_projection="always"),
-    "custom": Preset("hidden", "last"),
-}
 
 
 @dataclass
@@ -199,79 +178,39 @@ class CrIldConfig(FairseqDataclass):
 
 
 @register_criterion("cr_ild", dataclass=CrIldConfig)
-class CrIldCriterion(FairseqCriterion):
+class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
+    #: fairseq halves / casts the criterion under --fp16 / --bf16; the EMA stays fp32 (a
+    #: 0.1% step is below half precision's resolution: a half EMA would never move)
+    fp32_children = ("ema_model",)
+
     def __init__(self, cfg: CrIldConfig, task):
         require(task, DistillTaskState, "cr_ild")
         super().__init__(task)
         self.task: DistillTaskState = task
         self.cfg = cfg
-        preset = PRESETS[str(cfg.ild_preset)]
-        self.objects = _comma_list(cfg.ild_objects or preset.objects)
-        bad = [o for o in self.objects if o not in OBJECTS]
-        if bad or not self.objects:
-            raise ValueError(f"--ild-objects {cfg.ild_objects!r}: unknown {bad}; choose from "
-                             f"{', '.join(OBJECTS)}")
-        self.layer_map_spec = cfg.ild_layer_map or preset.layer_map
-        self.use_mixup = {"on": True, "off": False}.get(str(cfg.mixup), preset.mixup)
-        self.consistency_weight = (preset.consistency_weight if cfg.consistency_weight < 0
-                                   else cfg.consistency_weight)
-        if self.consistency_weight > 0 and not self.use_mixup:
-            raise ValueError("--consistency-weight > 0 needs mixup (--mixup on)")
-        self.consistency_objects = self._resolve_consistency_objects(preset)
-        if self.consistency_weight > 0 and not self.consistency_objects:
-            logger.warning(f"--consistency-weight {self.consistency_weight} acts on no object "
-                           f"(ILD objects {self.objects}, consistency objects of preset "
-                           f"{cfg.ild_preset}: {preset.consistency_objects}): the loss is that "
-                           "of weight 0; name the objects with --consistency-objects")
-        self.pad_mode = preset.padding if cfg.ild_padding == "preset" else str(cfg.ild_padding)
-        self.relation_pad_mode = (self.pad_mode if cfg.relation_padding == "ild"
-                                  else str(cfg.relation_padding))
-        if "include" in (self.pad_mode, self.relation_pad_mode):
+        self.options: IldOptions = resolve_options(cfg)
+        if self.options.counts_padding:
             self._pad_every_batch()
-        self.projection_mode = (preset.hidden_projection if cfg.hidden_projection == "preset"
-                                else str(cfg.hidden_projection))
-        # (student, teacher) indices into the hidden-state lists (0 = embedding output) of
-        # the hidden-MSE pairs, set by prepare_student
-        self.hidden_pairs: List[Tuple[int, int]] = []
-        self.embedding_pair = False
-        self.layer_map: List[Tuple[int, int]] = []
-        # layers whose features are requested: pairwise aligned with layer_map, except for
-        # BERT-EMD (emd), which compares every student layer with every teacher layer
-        self.student_layers: List[int] = []
-        self.teacher_layers: List[int] = []
+        # set by prepare_student, once the models are known
+        self.layers = LayerPlan()
+        self.distance: Optional[IldDistance] = None
+        # the criterion's modules and buffer: their names are the checkpoint format
         self.emd: Optional[EmdLayerWeights] = None
-        self.relation_heads = cfg.num_relation_heads
         self.projection: Optional[nn.Linear] = None
         self.ema_model: Optional[nn.Module] = None
-        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-
-    def _resolve_consistency_objects(self, preset: Preset) -> List[str]:
-        """The objects the consistency term compares (empty: it is inert)."""
-        if self.cfg.consistency_objects:
-            chosen = _comma_list(self.cfg.consistency_objects)
-            bad = [o for o in chosen if o not in CONSISTENCY_OBJECTS or o not in self.objects]
-            if bad:
-                raise ValueError(f"--consistency-objects {self.cfg.consistency_objects!r}: "
-                                 f"{bad} not among the ILD objects {self.objects} that a "
-                                 f"consistency term can compare ({', '.join(CONSISTENCY_OBJECTS)})")
-        elif preset.consistency_objects == "all":
-            chosen = [o for o in self.objects if o in CONSISTENCY_OBJECTS]
-        else:
-            chosen = [o for o in self.objects if o in _comma_list(preset.consistency_objects)]
-        if self.cfg.consistency_on_relations and "qkv" in self.objects and "qkv" not in chosen:
-            chosen.append("qkv")
-        return chosen
+        self.register_buffer("ema_updates", ild_targets.ema_counter())
+        self._micro_batches = consistency.MicroBatchCounter()
 
     @property
-    def consistency_acts(self) -> bool:
-        """A consistency term is configured to act on at least one object."""
-        return self.consistency_weight > 0 and bool(self.consistency_objects) and self.use_mixup
+    def use_mixup(self) -> bool:
+        """Whether training mixes examples (``MixesExamples``: the task reads it)."""
+        return self.options.use_mixup
 
     def _pad_every_batch(self) -> None:
         """Padded positions count only as the authors count them if every batch is padded
         to the same fixed length (their 128 x 128 grid): ask the task to pad."""
-        why = (f"--ild-padding {self.pad_mode} / --relation-padding {self.relation_pad_mode} "
-               f"(preset {self.cfg.ild_preset})")
+        why = (f"--ild-padding {self.options.pad_mode} / --relation-padding "
+               f"{self.options.relation_pad_mode} (preset {self.cfg.ild_preset})")
         if not isinstance(self.task, PadsEveryBatch):
             raise ValueError(f"{why} counts padded positions, which matches the authors only "
                              "when every batch is padded to --max-positions, and task "
@@ -286,119 +225,43 @@ class CrIldCriterion(FairseqCriterion):
     def prepare_student(self, student) -> None:
         """Resolves the layer map, builds the projection / EMA copy, freezes the student
         parameters no ILD loss reaches (DDP would otherwise fail on unused parameters)."""
-        teacher = self.task.teacher
-        if self.layer_map_spec.strip().lower() == "emd":
-            self.student_layers = list(range(student.num_layers))
-            self.teacher_layers = list(range(teacher.num_layers))
-            self.layer_map = [(s, t) for s in self.student_layers for t in self.teacher_layers]
-            self.emd = EmdLayerWeights(student.num_layers, teacher.num_layers, self.objects,
-                                       variant=str(self.cfg.emd_variant),
-                                       temperature=self.cfg.emd_temperature,
-                                       extra_softmax=self.cfg.emd_extra_softmax == "on")
-        else:
-            self.layer_map = losses.parse_layer_map(self.layer_map_spec, student.num_layers,
-                                                    teacher.num_layers)
-            self.student_layers = [s for s, _ in self.layer_map]
-            self.teacher_layers = [t for _, t in self.layer_map]
-            self.embedding_pair = ("hidden" in self.objects
-                                   and self.layer_map_spec.strip().lower() == "uniform"
-                                   and self.cfg.uniform_embedding_pair == "on")
-        if "hidden" in self.objects:
-            self.hidden_pairs = losses.hidden_state_pairs(
-                [(s, t) for s, t in self.layer_map if self.emd is None], self.embedding_pair)
-        if "attention" in self.objects:
-            s_heads = student.cfg.encoder_attention_heads
-            t_heads = teacher.model.cfg.encoder_attention_heads
-            if s_heads != t_heads:
-                raise ValueError(f"attention KL needs equal head counts (student {s_heads}, "
-                                 f"teacher {t_heads}); use --ild-objects qkv instead")
-        if "qkv" in self.objects:
-            self.relation_heads = (self.cfg.num_relation_heads
-                                   or teacher.model.cfg.encoder_attention_heads)
-            for who, width in (("student", student.hidden_size), ("teacher", teacher.hidden_size)):
-                if width % self.relation_heads:
-                    raise ValueError(f"--num-relation-heads {self.relation_heads} does not divide "
-                                     f"the {who} width {width}")
-        if {"hidden", "cls"} & set(self.objects) and (
-                self.projection_mode == "always" or student.hidden_size != teacher.hidden_size):
-            self.projection = _fit_dense(student.hidden_size, teacher.hidden_size)
-            logger.info(f"learned projection (fit_dense, --hidden-projection "
-                        f"{self.projection_mode}) {student.hidden_size} -> "
-                        f"{teacher.hidden_size}")
-        self._freeze_unreached(student)
-        if self.consistency_acts and self.cfg.consistency_target == "ema":
-            self.ema_model = copy.deepcopy(student)
-            for p in self.ema_model.parameters():
-                p.requires_grad_(False)
-        logger.info(f"ILD objects {self.objects}, layer map {self.layer_map}, hidden-state "
-                    f"pairs {self.hidden_pairs}, mixup {self.use_mixup}, consistency weight "
-                    f"{self.consistency_weight} on {self.consistency_objects or 'nothing'}, "
-                    f"padding {self.pad_mode} (relations {self.relation_pad_mode})")
-
-    def _student_request(self, mixup: Optional[MixupSpec]) -> FeatureRequest:
-        return self._request(self.student_layers, mixup)
-
-    def _request(self, layers: List[int], mixup: Optional[MixupSpec]) -> FeatureRequest:
-        return FeatureRequest(
-            hidden_states=bool({"hidden", "cls"} & set(self.objects)),
-            attention_scores=frozenset(layers) if "attention" in self.objects else frozenset(),
-            qkv=frozenset(layers) if "qkv" in self.objects else frozenset(),
-            mixup=mixup,
-        )
-
-    def _freeze_unreached(self, student) -> None:
-        """A tiny probe forward tells which parameters the requested features depend on."""
-        probe = torch.full((2, 4), student.padding_idx + 1, dtype=torch.long)
-        probe[:, 0] = self.task.dictionary.bos()
-        device = next(student.parameters()).device
-        _, extra = student(probe.to(device), request=self._student_request(None))
-        feats = self._student_features(extra)
-        total = sum(t.float().sum() for t in _flatten(feats))
-        params = [p for p in student.parameters() if p.requires_grad]
-        grads = torch.autograd.grad(total, params, allow_unused=True)
-        frozen = 0
-        for p, g in zip(params, grads):
-            if g is None:
-                p.requires_grad_(False)
-                frozen += p.numel()
-        logger.info(f"froze {frozen} student parameters that no ILD loss reaches")
+        teacher, opts = self.task.teacher, self.options
+        objects = opts.objects
+        self.layers = resolve_layer_plan(opts.layer_map_spec, objects, student.num_layers,
+                                         teacher.num_layers,
+                                         self.cfg.uniform_embedding_pair == "on")
+        if self.layers.every_pair:
+            self.emd = ild_emd.build_layer_weights(
+                student.num_layers, teacher.num_layers, objects,
+                variant=str(self.cfg.emd_variant), temperature=self.cfg.emd_temperature,
+                extra_softmax=self.cfg.emd_extra_softmax == "on")
+        t_heads = teacher.model.cfg.encoder_attention_heads
+        check_attention_heads(objects, student.cfg.encoder_attention_heads, t_heads)
+        heads = relation_heads(objects, self.cfg.num_relation_heads, t_heads,
+                               student.hidden_size, teacher.hidden_size)
+        self.distance = IldDistance(
+            pad_mode=opts.pad_mode, relation_pad_mode=opts.relation_pad_mode,
+            attention_kl=self.cfg.attention_loss == "kl", relation_heads=heads,
+            cls_layers=1 if self.emd is not None else max(len(self.layers.student_layers), 1))
+        self.projection = ild_targets.build_projection(objects, opts.projection_mode,
+                                                       student.hidden_size, teacher.hidden_size)
+        freeze_unreached(student, self.task.dictionary.bos(), self._student_request(None),
+                         lambda extra: flatten_features(self._student_features(extra)))
+        if opts.consistency_acts and self.cfg.consistency_target == "ema":
+            self.ema_model = ild_targets.build_ema(student)
+        logger.info(f"ILD objects {objects}, layer map {self.layers.layer_map}, hidden-state "
+                    f"pairs {self.layers.hidden_pairs}, mixup {opts.use_mixup}, consistency "
+                    f"weight {opts.consistency_weight} on "
+                    f"{opts.consistency_objects or 'nothing'}, padding {opts.pad_mode} "
+                    f"(relations {opts.relation_pad_mode})")
 
     # ------------------------------------------------------------------ features
+    def _student_request(self, mixup: Optional[MixupSpec]) -> FeatureRequest:
+        return feature_request(self.options.objects, self.layers.student_layers, mixup)
+
     def _student_features(self, extra: Dict[str, Any]) -> Dict[str, Any]:
-        return self._features(extra, self.student_layers)
-
-    def _features(self, extra: Dict[str, Any], layers: List[int]) -> Dict[str, Any]:
-        feats: Dict[str, Any] = {}
-        if self.embedding_pair:  # TinyBERT's uniform map: embedding outputs, h_0 <- h_0
-            feats["hidden.emb"] = extra["hidden_states"][0]
-        for k, layer in enumerate(layers):
-            if "hidden" in self.objects:
-                feats[f"hidden.{k}"] = extra["hidden_states"][layer + 1]
-            if "cls" in self.objects:
-                feats[f"cls.{k}"] = extra["hidden_states"][layer + 1][:, 0]
-            if "attention" in self.objects:
-                feats[f"attention.{k}"] = extra["attention_scores"][layer]
-            if "qkv" in self.objects:
-                feats[f"qkv.{k}"] = extra["qkv"][layer]
-        return feats
-
-    def _distance(self, obj: str, student: Any, target: Any, mask: Tensor,
-                  project: bool) -> Tensor:
-        if obj in ("hidden", "cls") and project and self.projection is not None:
-            student = self.projection(student)
-        if obj == "hidden":
-            return losses.hidden_mse(student, target, mask, self.pad_mode)
-        if obj == "cls":
-            # the authors' PKD term: mean over batch x mapped layers x hidden size; forward
-            # sums the per-layer terms, so each is divided by the number of mapped layers
-            # (EMD's cost matrix wants the per-pair value: its flow already sums to 1)
-            n_layers = 1 if self.emd is not None else max(len(self.student_layers), 1)
-            return losses.pkd_cls_loss(student, target, feature_mean=True, num_layers=n_layers)
-        if obj == "attention":
-            return losses.attention_kl(student, target, mask, kl=self.cfg.attention_loss == "kl",
-                                       pad_mask_mode=self.pad_mode)
-        return losses.qkv_relation_kl(student, target, mask, self.relation_heads,
-                                      self.relation_pad_mode)
+        return select_features(extra, self.options.objects, self.layers.student_layers,
+                               self.layers.embedding_pair)
 
     def _emd_terms(self, s_extra: Dict[str, Any], t_extra: Dict[str, Any],
                    s_feats: Dict[str, Any], t_feats: Dict[str, Any], mask: Tensor,
@@ -409,33 +272,15 @@ class CrIldCriterion(FairseqCriterion):
         updated from the flow after it; plus the embedding-output MSE."""
         if update:  # the task's begin_epoch sets current_epoch; the weights see it change
             self.emd.begin_epoch(int(self.task.current_epoch))
-        n_s, n_t = len(self.student_layers), len(self.teacher_layers)
-        attention_cost = str(self.cfg.emd_attention_cost)
-        if attention_cost == "variant":
-            attention_cost = "mse" if self.cfg.emd_variant == "release" else "kl"
-        costs: Dict[str, Tensor] = {}
-        for obj in self.objects:
-            s_list = [s_feats[f"{obj}.{i}"] for i in range(n_s)]
-            t_list = [t_feats[f"{obj}.{j}"] for j in range(n_t)]
-            if obj == "attention" and attention_cost == "mse":
-                # padding included (pad-to-128 batches): the mean over all B x H x L x L
-                every = getattr(self, "pad_mode", "exclude") == "include"
-                costs[obj] = pairwise_attention_mse(s_list, t_list, None if every else mask)
-                continue
-            if obj == "attention":  # each layer's softmax once, not once per pair
-                costs[obj] = pairwise_attention_kl(s_list, t_list, mask,
-                                                   kl=self.cfg.attention_loss == "kl")
-                continue
-            if obj in ("hidden", "cls") and self.projection is not None:  # once per layer
-                s_list = [self.projection(x) for x in s_list]
-            costs[obj] = cost_matrix(
-                lambda i, j, obj=obj, s=s_list, t=t_list: self._distance(obj, s[i], t[j], mask,
-                                                                         project=False),
-                n_s, n_t)
+        costs = ild_emd.cost_matrices(
+            self.options.objects, s_feats, t_feats, len(self.layers.student_layers),
+            len(self.layers.teacher_layers), mask, self.distance, self.projection,
+            ild_emd.attention_cost(str(self.cfg.emd_attention_cost), self.cfg.emd_variant))
         terms = self.emd(costs, update=update)
-        if "hidden" in self.objects and self.cfg.emd_embedding_loss == "on":
-            terms["embedding"] = self._distance("hidden", s_extra["hidden_states"][0],
-                                                t_extra["hidden_states"][0], mask, project=True)
+        if "hidden" in self.options.objects and self.cfg.emd_embedding_loss == "on":
+            terms["embedding"] = self.distance("hidden", s_extra["hidden_states"][0],
+                                               t_extra["hidden_states"][0], mask,
+                                               self.projection)
         return terms
 
     # ------------------------------------------------------------------ forward
@@ -443,34 +288,33 @@ class CrIldCriterion(FairseqCriterion):
         net_input = sample["net_input"]
         batch = net_input["src_tokens"].size(0)
         mixup = None
-        micro_batch = self._next_micro_batch() if model.training else 0
+        micro_batch = self._micro_batches.next(self.task.num_updates) if model.training else 0
         if model.training and self.ema_model is not None:
-            self._maybe_update_ema(model)  # after every optimizer step, from the first one
-        if model.training and self.use_mixup and batch > 1:
-            # seeded by (--seed, update, the batch's place in the update's global batch): a
-            # resumed run, and N ranks x --update-freq U, draw what one uninterrupted process
-            # with --update-freq N*U draws (fairseq_crild/distributed.py)
-            rng = batch_generator(self.task.cfg.seed, self.task.num_updates, micro_batch)
-            lam = losses.sample_mixup_lambda(self.cfg.mixup_alpha, generator=rng)
-            partner = losses.mixup_partner(batch, str(self.cfg.mixup_partner), generator=rng)
-            mixup = MixupSpec(lam=lam, partner=partner.to(net_input["src_tokens"].device))
+            # after every optimizer step, from the first one
+            ild_targets.update_ema(self.ema_model, self.ema_updates, model,
+                                   self.task.num_updates, self.cfg.ema_decay)
+        if model.training and self.options.use_mixup and batch > 1:
+            mixup = consistency.draw_mixup(
+                self.task.cfg.seed, self.task.num_updates, micro_batch, batch,
+                self.cfg.mixup_alpha, str(self.cfg.mixup_partner), net_input["src_tokens"].device)
         _, s_extra = model(**net_input, request=self._student_request(mixup))
-        student_param = next(model.parameters())
         teacher = self.task.teacher
-        teacher.follow(student_param.device, student_param.dtype)
-        t_layers = self.teacher_layers
-        _, t_extra = teacher(net_input, None, self._request(t_layers, mixup))
+        follow_student(teacher, model)
+        t_layers = self.layers.teacher_layers
+        _, t_extra = teacher(net_input, None,
+                             feature_request(self.options.objects, t_layers, mixup))
         mask = ~s_extra["padding_mask"]
         s_feats = self._student_features(s_extra)
-        t_feats = self._features(t_extra, t_layers)
+        t_feats = select_features(t_extra, self.options.objects, t_layers,
+                                  self.layers.embedding_pair)
 
         terms: Dict[str, Tensor] = {}
         if self.emd is not None:
             terms = self._emd_terms(s_extra, t_extra, s_feats, t_feats, mask, model.training)
         else:
             for key, value in s_feats.items():
-                obj = key.split(".")[0]
-                d = self._distance(obj, value, t_feats[key], mask, project=True)
+                obj = object_of(key)
+                d = self.distance(obj, value, t_feats[key], mask, self.projection)
                 terms[obj] = terms.get(obj, 0.0) + d
         ild = sum(terms.values())
         loss = ild
@@ -478,14 +322,17 @@ class CrIldCriterion(FairseqCriterion):
         if self.emd is not None:  # the layer weights after this step's update
             log.update(self.emd.log_values(batch))
 
-        weight = self._consistency_weight_now()
-        if mixup is not None and weight > 0 and self.consistency_acts:
+        weight = consistency.consistency_weight_now(
+            self.options.consistency_weight, self.cfg.max_epoch, self.cfg.max_update,
+            self.task.current_epoch, self.task.num_updates)
+        acts = self.options.consistency_acts
+        if mixup is not None and weight > 0 and acts:
             cons = self._consistency(model, net_input, s_feats, mixup, mask)
             loss = loss + weight * cons
             log["loss_cons"] = cons.detach() * batch
         if mixup is not None:
             log["lam"] = mixup.lam * batch
-            if self.consistency_acts:  # the ramp, also while it is still 0 (epoch 0)
+            if acts:  # the ramp, also while it is still 0 (epoch 0)
                 log["w_cons"] = weight * batch
         logging_output = {
             "loss": loss.detach() * batch, "loss_ild": ild.detach() * batch,
@@ -493,63 +340,17 @@ class CrIldCriterion(FairseqCriterion):
         }
         return loss * batch, batch, logging_output
 
-    def _next_micro_batch(self) -> int:
-        """Index of this training forward among those of the current update (--update-freq)."""
-        update = int(self.task.num_updates)
-        last, index = getattr(self, "_micro_batch_at", (-1, -1))
-        index = index + 1 if update == last else 0
-        self._micro_batch_at = (update, index)
-        return index
-
-    def _consistency_weight_now(self) -> float:
-        if self.consistency_weight <= 0:
-            return 0.0
-        if self.cfg.max_epoch and self.cfg.max_epoch > 0:
-            epoch = self.task.current_epoch - 1  # epochs from 0, as the authors
-            return losses.consistency_rampup(epoch, self.cfg.max_epoch, self.consistency_weight)
-        if self.cfg.max_update and self.cfg.max_update > 0:
-            done = self.task.num_updates
-            return losses.consistency_rampup(done, self.cfg.max_update, self.consistency_weight)
-        return self.consistency_weight
-
     def _consistency(self, model, net_input, s_feats, mixup: MixupSpec, mask: Tensor) -> Tensor:
+        """The consistency term against the clean features of the student itself, or of its
+        EMA copy (run in eval mode: the target has no dropout; criterion.train() undoes it)."""
         source = model if self.ema_model is None else self.ema_model
         if self.ema_model is not None:
-            self.ema_model.eval()  # the EMA target has no dropout (criterion.train() undoes it)
+            self.ema_model.eval()
         with torch.no_grad():
             _, c_extra = source(**net_input, request=self._student_request(None))
         clean = self._student_features(c_extra)
-        total = 0.0
-        for key, mixed in s_feats.items():
-            obj = key.split(".")[0]
-            # the embedding output is the mixing point itself: mixed = lam e_i + (1-lam) e_j
-            # by construction, and its "consistency" would only pull e_i and e_j together
-            if obj not in self.consistency_objects or key == "hidden.emb":
-                continue
-            total = total + losses.consistency_loss(
-                self._consistency_distance(obj), mixed, clean[key], mixup.partner, mixup.lam,
-                mask)
-        return total
-
-    def _consistency_distance(self, obj: str):
-        """The ILD distance of ``obj`` on single tensors (consistency_loss sums over the
-        Q/K/V dict entries itself)."""
-        if obj == "hidden":
-            return partial(losses.hidden_mse, pad_mask_mode=self.pad_mode)
-        if obj == "attention":
-            return partial(losses.attention_kl, kl=self.cfg.attention_loss == "kl",
-                           pad_mask_mode=self.pad_mode)
-        return partial(losses.relation_kl, num_relation_heads=self.relation_heads,
-                       pad_mask_mode=self.relation_pad_mode)
-
-    def _maybe_update_ema(self, model) -> None:
-        """EMA of the student, updated once per optimizer step: at the first training
-        forward after it (so a resumed run updates exactly as an uninterrupted one)."""
-        done = int(self.task.num_updates)
-        if done > int(self.ema_updates):
-            losses.ema_update(self.ema_model.parameters(), model.parameters(),
-                              self.cfg.ema_decay)
-            self.ema_updates.fill_(done)
+        return consistency.consistency_term(s_feats, clean, self.options.consistency_objects,
+                                            mixup, mask, self.distance.on_single_tensors)
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
         """A checkpoint saved before this criterion had parameters (e.g. a tinybert run
@@ -559,21 +360,6 @@ class CrIldCriterion(FairseqCriterion):
                            "a projection or EMA target): they start fresh")
             return None
         return super().load_state_dict(state_dict, strict=strict, **kwargs)
-
-    def half(self):
-        """fairseq halves the criterion under --fp16; the EMA stays fp32 (0.1% steps)."""
-        super().half()
-        if self.ema_model is not None:
-            self.ema_model.float()
-        return self
-
-    def to(self, *args, **kwargs):
-        """fairseq casts the criterion to bf16 under --bf16; the EMA stays fp32 (a 0.1%
-        step is below bf16's resolution: a bf16 EMA would never move)."""
-        super().to(*args, **kwargs)
-        if self.ema_model is not None:
-            self.ema_model.float()
-        return self
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
@@ -587,22 +373,3 @@ class CrIldCriterion(FairseqCriterion):
         for key in keys:
             total = sum(float(log.get(key, 0)) for log in logging_outputs)
             metrics.log_scalar(key, total / n, n, round=4)
-
-
-def _comma_list(text: str) -> List[str]:
-    return [o.strip() for o in text.split(",") if o.strip()]
-
-
-def _fit_dense(width_in: int, width_out: int) -> nn.Linear:
-    """The authors' fit_dense: a Linear with BERT's initialisation (N(0, 0.02), zero bias)."""
-    layer = nn.Linear(width_in, width_out)
-    nn.init.normal_(layer.weight, std=0.02)
-    nn.init.zeros_(layer.bias)
-    return layer
-
-
-def _flatten(feats: Dict[str, Any]) -> List[Tensor]:
-    out: List[Tensor] = []
-    for v in feats.values():
-        out.extend(v.values() if isinstance(v, dict) else [v])
-    return out
