@@ -1,6 +1,6 @@
 """``--optimizer bert_adam`` and the no-decay groups, against a plain-Python reference.
 
-The reference below is written from method.md alone: moments without bias correction, a
+The reference below is written from BertAdam's definition: moments without bias correction, a
 per-parameter clip to norm 1 (torch's clip_grad_norm_ factor c / (norm + 1e-6)) before the
 moment update, update = m / (sqrt(v) + eps) + wd * p times the lr, wd = 0 for biases and
 LayerNorm weights (decided here from the names, the HF/authors' way).

@@ -1,5 +1,6 @@
 """Every checkpoint we write records its role; the wrong role, task or file is refused by name
-(issue 17 item 3)."""
+(a stage-1 student, its head untrained, would otherwise pass as a teacher or a classifier and
+predict one class for everything)."""
 
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""Data-parallel training on CPU through fairseq's own paths (issue 7).
+"""Data-parallel training on CPU through fairseq's own paths (torch.distributed, gloo).
 
 Two simulated nodes on loopback (two ``torchrun --nnodes 2`` processes, gloo, env://,
 pytorch_ddp) and fairseq's own ``--distributed-world-size 2`` (the plugin forks the

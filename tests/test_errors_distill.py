@@ -1,5 +1,5 @@
 """Bad set-ups stop fairseq-train with one clear last line: the error type and a message
-naming the option or file (issue 7). fairseq prints the traceback above it; the last line
+naming the option or file. fairseq prints the traceback above it; the last line
 is what a user reads."""
 
 import json

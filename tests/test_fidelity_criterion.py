@@ -1,6 +1,8 @@
-"""cr_ild against the authors' method (issue 14 items 3, 4, 5, 9, 11), on tiny random models.
+"""cr_ild against the authors' method, on tiny random models: padding counted as on their
+B x 128 grid, fit_dense, TinyBERT's uniform map with the embedding pair, the EMA target
+and the two CR-ILD presets (the paper's method and the authors' released script).
 
-Every expected value is computed here from docs/method.md by plain loops in float64 (or
+Every expected value is computed here from the method's formulas by plain loops in float64 (or
 from the pure loss functions, themselves checked by hand in test_losses.py), never copied
 from the criterion's own output.
 """
@@ -59,7 +61,7 @@ def _mse64(a, b, mask=None):
     return total / n
 
 
-# --------------------------------------------------------------------------- item 3 padding
+# --------------------------------------------------------------------------- padding
 
 
 def test_padded_mode_averages_hidden_mse_over_every_position():
@@ -119,7 +121,7 @@ def test_relation_padding_include_implies_or_refuses_padding_to_max_positions():
     assert untouched.padded_to == []
 
 
-# --------------------------------------------------------------------------- item 4 fit_dense
+# --------------------------------------------------------------------------- fit_dense
 
 
 def test_fit_dense_projects_the_student_also_at_equal_widths():
@@ -169,7 +171,7 @@ def test_fit_dense_reaches_pkd_cls_vectors():
         return total / (len(a) * len(a[0]))
 
     # the ratio to the same loss through an identity projection is free of the loss's
-    # constant scale (issue item 6 sets that elsewhere) and shows W reaches the vectors
+    # constant scale (test_pkd_scale.py pins that) and shows W reaches the vectors
     with torch.no_grad():
         w.weight.copy_(torch.eye(16))
         w.bias.zero_()
@@ -248,7 +250,7 @@ def test_fit_dense_is_saved_and_reloaded_by_a_resumed_run(tiny_env, tmp_path):
     assert os.path.isfile(path)
 
 
-# --------------------------------------------------------------------------- item 5 TinyBERT map
+# --------------------------------------------------------------------------- TinyBERT map
 
 
 def test_tinybert_uniform_map_pairs_the_embedding_outputs():
@@ -272,7 +274,7 @@ def test_tinybert_uniform_map_pairs_the_embedding_outputs():
     assert last.layers.hidden_pairs == [(3, 6)]
 
 
-# --------------------------------------------------------------------------- item 9 EMA target
+# --------------------------------------------------------------------------- EMA target
 
 
 _dropout_bert = partial(toy_bert, dropout=0.3)  # (layers, dim, heads, seed)
@@ -319,7 +321,7 @@ def test_ema_target_runs_in_eval_mode():
     assert not torch.equal(a, b)
 
 
-# --------------------------------------------------------------------------- item 11 presets
+# --------------------------------------------------------------------------- presets
 
 
 def test_cr_ild_preset_regularises_the_relations_from_epoch_one():
@@ -338,7 +340,8 @@ def test_cr_ild_preset_regularises_the_relations_from_epoch_one():
     assert cons > 1e-6
     assert float(loss) / n == pytest.approx(float(log["loss_ild"]) / n + 0.025 * cons, rel=1e-6)
     # the term by hand: the same (lam, partner) draw, the student's relations of the mixed
-    # input against the lam-mix of its clean relations (docs/method.md)
+    # input against its clean relations and its partner's: lam * l(mix, x_i) + (1 - lam) *
+    # l(mix, x_j), the paper's L_cons
     rng = batch_generator(1, 5, 0)
     lam = losses.sample_mixup_lambda(1.0, generator=rng)
     partner = losses.mixup_partner(4, "reverse", generator=rng)

@@ -299,7 +299,7 @@ def test_real_glue_sizes(name):
             assert {e.label for e in examples} == set(task.label_names)
 
 
-# ------------------------------------------------------------ issue 17: no silent mis-parse
+# ------------------------------------------------------------ no silent mis-parse
 @pytest.mark.parametrize("task,split,text,line,fields,allowed", [
     # a tab inside sentence1 of an unlabelled split: sentence2 would be its second half
     ("RTE", "test", "index\tsentence1\tsentence2\n0\tA\tB\n1\tHalf of\tit\tB\n", 3, 4, 3),

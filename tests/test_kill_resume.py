@@ -1,5 +1,5 @@
 """SIGKILL a CR-ILD run mid-epoch, rerun the same command: it ends where an uninterrupted run
-ends (issue 7). The run holds every piece of state resume must restore: the EMA student
+ends. The run holds every piece of state resume must restore: the EMA student
 (criterion state), the consistency ramp-up (epoch-based: the kill falls in epoch 2, whose
 weight differs from epoch 1's), mixup draws (seeded by seed, update and batch position),
 dropout (fairseq reseeds per update), the data order and position inside the epoch."""

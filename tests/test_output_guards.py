@@ -1,4 +1,4 @@
-"""Issue 17 items 1-2: no command deletes or writes into its inputs, killed writes leave no
+"""No command deletes or writes into its inputs, killed writes leave no
 temporaries behind for good, and a dictionary that does not fit the data is refused."""
 
 import json

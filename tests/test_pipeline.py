@@ -70,7 +70,7 @@ def test_pipeline_label_noise_distils_from_the_last_teacher(tiny_env, tmp_path):
 
 
 def _check_report_contents(report, md, run_dir, tiny_env):
-    """Issue 16 item 8, against plain Python: the majority baseline from dev.tsv's labels,
+    """The report's contents against plain Python: the majority baseline from dev.tsv's labels,
     agreement and metrics from the hub's predictions of the two checkpoints the report
     names, commands from the train.logs, the last logged stage-1 loss terms."""
     import csv

@@ -1,5 +1,5 @@
 """PKD at the CR-ILD authors' scale: the PKD term is the mean over batch x mapped layers x
-hidden size of the squared difference of L2-normalised [CLS] vectors (docs/method.md), both
+hidden size of the squared difference of L2-normalised [CLS] vectors, both
 for ``losses.pkd_cls_loss`` and for the ``cr_ild`` criterion's total (preset ``pkd``)."""
 
 import math

@@ -1,4 +1,4 @@
-"""The pipeline report's contents (issue 16 item 8), against plain-Python references.
+"""The pipeline report's contents, against plain-Python references.
 
 Dev predictions come from the report's inference pass over the binarised dev split and must
 equal the hub's (GlueClassifier on the raw dev.tsv text); baseline, agreement and every metric

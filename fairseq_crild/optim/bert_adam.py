@@ -1,6 +1,6 @@
 """``--optimizer bert_adam``: the optimizer every stage of the CR-ILD authors' scripts uses.
 
-BERT's original Adam variant, as method.md describes it: Adam moments WITHOUT bias
+BERT's original Adam variant, as the authors' scripts run it: Adam moments WITHOUT bias
 correction, each parameter's gradient clipped to L2 norm ``--per-param-clip-norm`` on its
 own before its moment update, and decoupled weight decay:
 
