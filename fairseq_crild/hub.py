@@ -27,6 +27,7 @@ from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
 from fairseq_crild.errors import CrildError
+from fairseq_crild.inference import head_forward, predict_logits
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertModel
@@ -185,18 +186,11 @@ class GlueClassifier(torch.nn.Module):
             raise ValueError(f"batch_size {batch_size!r}: give a positive number of examples "
                              "per batch (e.g. 32)")
         dataset = self._dataset(examples)
-        device = next(self.model.parameters()).device
-        head = self.task.cfg.classification_head_name
-        out = []
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset.collater([dataset[i] for i in range(start, min(start + batch_size,
-                                                                            len(dataset)))])
-            net_input = {k: v.to(device) for k, v in batch["net_input"].items()}
-            logits, _ = self.model(**net_input, classification_head_name=head)
-            out.append(logits.float().cpu())
-        if not out:
+        if not len(dataset):
             return torch.empty((0,) if self.regression else (0, self.task.num_classes))
-        logits = torch.cat(out)
+        device = next(self.model.parameters()).device
+        forward = head_forward(self.model, self.task.cfg.classification_head_name)
+        logits = predict_logits(forward, dataset, batch_size, device=device)
         return logits.view(-1) if self.regression else logits
 
     def predict(self, examples: Sequence[Example], batch_size: int = 32) -> List[Union[str, float]]:
@@ -234,12 +228,10 @@ def predict_split(checkpoint: str, data: str, split: str, batch_size: int = 64,
     model.eval()
     task.load_dataset(split)
     ds = task.dataset(split)
-    head = task.cfg.classification_head_name
-    preds = [None] * len(ds)
-    for start in range(0, len(ds), batch_size):
-        batch = ds.collater([ds[i] for i in range(start, min(start + batch_size, len(ds)))])
-        logits, _ = model(**batch["net_input"], classification_head_name=head)
-        values = logits.view(-1).tolist() if task.regression else logits.argmax(-1).tolist()
-        for i, v in zip(batch["id"].tolist(), values):
-            preds[i] = f"{v:.3f}" if task.regression else task.label_names[v]
-    return task, preds
+    if not len(ds):
+        return task, []
+    logits = predict_logits(head_forward(model, task.cfg.classification_head_name), ds,
+                            batch_size)
+    if task.regression:
+        return task, [f"{v:.3f}" for v in logits.view(-1).tolist()]
+    return task, [task.label_names[i] for i in logits.argmax(-1).tolist()]

@@ -29,6 +29,7 @@ from fairseq_crild.data.layout import load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.errors import CrildError
+from fairseq_crild.inference import predict_logits
 
 logger = logging.getLogger(__name__)
 
@@ -175,17 +176,14 @@ class TeacherLogitCache:
 def compute_logits(dataset: SentencePairDataset, logits_fn: Callable[[Dict[str, Tensor]], Tensor],
                    num_classes: int, device: Optional[torch.device], batch_size: int
                    ) -> np.ndarray:
-    """Runs ``logits_fn`` over ``dataset`` in length-sorted batches (little padding)."""
+    """Runs ``logits_fn`` over ``dataset`` in length-sorted batches (little padding); row i
+    of the result is the example with id i."""
     order = dataset.ordered_indices()
     out = np.full((len(dataset), num_classes), np.nan, dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            batch = dataset.collater([dataset[int(i)] for i in order[start:start + batch_size]])
-            net_input = batch["net_input"]
-            if device is not None:
-                net_input = {k: v.to(device) for k, v in net_input.items()}
-            logits = logits_fn(net_input).detach().float().cpu().numpy()
-            out[batch["id"].numpy()] = logits.reshape(len(batch["id"]), num_classes)
+    if len(order):
+        logits = predict_logits(logits_fn, dataset, batch_size, order, device)
+        ids = np.asarray(dataset.indices, dtype=np.int64)[np.asarray(order, dtype=np.int64)]
+        out[ids] = logits.numpy().reshape(len(order), num_classes)
     if np.isnan(out).any():
         raise LogitCacheError("teacher logits missing for some rows (or NaN logits)")
     return out

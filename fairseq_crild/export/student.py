@@ -28,6 +28,7 @@ from fairseq_crild.checkpoint_roles import check_role
 from fairseq_crild.data.layout import layout_named, layout_of
 from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.errors import CrildError
+from fairseq_crild.inference import batched
 from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
@@ -220,14 +221,11 @@ def real_batches(clf: Classifier, data: str, split: str = "valid", n: int = 64,
         data=data, max_positions=clf.input_length))
     task.load_dataset(split)
     ds = task.dataset(split)
-    count = min(n, len(ds))
-    batches, start, k = [], 0, 0
-    while start < count:
-        end = min(count, start + sizes[k % len(sizes)])
-        net = ds.collater([ds[i] for i in range(start, end)])["net_input"]
+    batches = []
+    for collated in batched(ds, sizes, range(min(n, len(ds)))):
+        net = collated["net_input"]
         batches.append(_batch(net["src_tokens"], net.get("token_type_ids"), clf.dictionary.pad(),
                               clf.input_format))
-        start, k = end, k + 1
     if not batches:
         raise ExportError(f"{data}: split {split!r} has no examples to check the export on")
     return batches

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from fairseq_crild.inference import batched, head_forward, predict_logits
 from fairseq_crild.models.loading import read_checkpoint
 from fairseq_crild.pipeline import dev_analysis as dev
 from fairseq_crild.pipeline.runner import best_eval, parse_lines, parse_log
@@ -49,7 +50,8 @@ def _load_models(task, checkpoints: Dict[str, str]) -> Dict[str, Any]:
 
 
 def _forward(model, batch: Dict[str, Any], head: str) -> torch.Tensor:
-    """The report's one forward pass (timing and dev predictions alike)."""
+    """The forward pass the report times: the call :func:`dev_outputs` makes through
+    :func:`fairseq_crild.inference.head_forward`."""
     return model(**batch["net_input"], classification_head_name=head)[0]
 
 
@@ -68,9 +70,8 @@ def inference_speed(data: str, checkpoints: Dict[str, str], max_len: int, n: int
     task = _dev_task(data, max_len)
     ds = task.dataset("valid")
     idx = list(range(min(n, len(ds))))
-    batches = [ds.collater([ds[i] for i in idx[s:s + batch_size]])
-               for s in range(0, len(idx), batch_size)]
-    singles = [ds.collater([ds[i]]) for i in idx[:latency_examples]]
+    batches = list(batched(ds, batch_size, idx))
+    singles = list(batched(ds, 1, idx[:latency_examples]))
     head = task.cfg.classification_head_name
     models = _load_models(task, checkpoints)
     for model in models.values():
@@ -115,21 +116,16 @@ def dev_outputs(data: str, checkpoints: Dict[str, str], max_len: int, batch_size
     ds = task.dataset("valid")
     head = task.cfg.classification_head_name
     models = _load_models(task, checkpoints)
-    n = len(ds)
-    targets: List[Any] = [None] * n
-    preds: Dict[str, List[Any]] = {name: [None] * n for name in models}
-    for start in range(0, n, batch_size):
-        batch = ds.collater([ds[i] for i in range(start, min(start + batch_size, n))])
-        order = range(start, min(start + batch_size, n))  # dev order, shared by all
+    targets: List[Any] = []
+    for batch in batched(ds, batch_size):  # dev order, shared by all
         if "target" not in batch:
             raise ValueError(f"{data}: the dev split has no labels; the report needs them")
-        for i, t in zip(order, batch["target"].view(-1).tolist()):
-            targets[i] = t
-        for name, model in models.items():
-            out = _forward(model, batch, head).float()
-            values = out.view(-1).tolist() if task.regression else out.argmax(-1).tolist()
-            for i, v in zip(order, values):
-                preds[name][i] = v
+        targets += batch["target"].view(-1).tolist()
+    preds: Dict[str, List[Any]] = {}
+    for name, model in models.items():
+        out = predict_logits(head_forward(model, head), ds, batch_size)
+        preds[name] = (out.view(-1).tolist() if task.regression
+                       else out.argmax(-1).tolist()) if len(ds) else []
     return {"targets": targets, "predictions": preds, "regression": bool(task.regression),
             "num_classes": int(task.num_classes), "label_names": list(task.label_names or [])}
 
