@@ -1,5 +1,5 @@
 """scripts/classify.py on ordinary bad input: one line naming the input and the fix, exit
-status 2, never a traceback; good input still classified (issue 17 item 4)."""
+status 2, never a traceback; good input still classified."""
 
 import io
 import os

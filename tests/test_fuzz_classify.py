@@ -1,4 +1,4 @@
-"""A fuzz suite that stays (issue 17 item 6), for classify.py: 40 seeded malformed or
+"""A fuzz suite that stays, for classify.py: 40 seeded malformed or
 unusual variants of a valid TSV on stdin. Each must give exactly what an independent reading
 of the documented rules says: one ``classify: error:`` line naming ``<stdin>:LINE`` and exit
 status 2, or exit 0 with one prediction per example equal to the hub's prediction of the
