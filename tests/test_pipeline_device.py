@@ -70,6 +70,22 @@ def test_commands_built_for_cuda_carry_no_cpu(tiny_env, tmp_path, monkeypatch, c
     assert all(args[-1] == "--cpu" for args in explicit.values())
 
 
+def test_conversion_and_preparation_run_in_process(tiny_env, tmp_path, monkeypatch, capsys):
+    """The pipeline converts the base and prepares the data by calling the package's
+    functions: a dry run starts no child process at all."""
+    import subprocess
+
+    def no_child(*args, **kwargs):
+        raise AssertionError(f"a child process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    monkeypatch.setattr(subprocess, "Popen", no_child)
+    commands = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, False)
+    assert set(commands) == {"teacher", "stage1", "stage2"}
+    assert (tmp_path / "base" / "model.pt").is_file()
+    assert (tmp_path / "data" / "RTE" / "meta.json").is_file()
+
+
 def test_impossible_device_fails_before_any_work(tiny_env, tmp_path, monkeypatch, capsys):
     sys.path.insert(0, runner.ROOT)
     from scripts import run_pipeline
