@@ -77,8 +77,8 @@ class ClassifierMismatchError(CrildError, ValueError):
 
 
 def add_loading_options(parser, verb: str) -> None:
-    """The options every command that runs a saved classifier shares (classify.py,
-    predict_glue.py): truncation length and the overrides of :func:`load_checked`'s checks."""
+    """The options every command that runs a saved classifier shares (crild-classify,
+    crild-predict): truncation length and the overrides of :func:`load_checked`'s checks."""
     parser.add_argument("--max-positions", type=int, default=None,
                         help="truncate each input (longest-first) to this many tokens "
                              "(default: the checkpoint's training --max-positions, as its dev "
@@ -97,7 +97,7 @@ def load_checked(path: str, task: DistillGlueTask, allow_any_role: bool = False,
                  ) -> BertModel:
     """The classifier model of ``path`` for ``task``'s data, after the checks the teacher
     loader makes (vocabulary, head, label names) plus its role and GLUE task. Shared by the
-    hub and scripts/predict_glue.py."""
+    hub and :func:`predict_split`."""
     head = task.cfg.classification_head_name
     ckpt = load_checkpoint(path, head, task.dictionary.pad(), saved=state)
     if not allow_any_role:
