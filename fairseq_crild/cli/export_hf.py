@@ -21,17 +21,11 @@ Exit status: 0 written, 2 refused or failed.
 import argparse
 import sys
 
-from fairseq_crild.export.cli import (
-    add_source_args,
-    check_output,
-    load_source,
-    run,
-)
+from fairseq_crild.export.cli import check_output, load_source, run, source_parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_source_args(parser)
+    parser = source_parser(__doc__)
     parser.add_argument("out_dir", help="Hugging Face folder to write")
     parser.add_argument("--lowercase", default=None, action=argparse.BooleanOptionalAction,
                         help="BERT tokenizer lower-cases (default: as the data was prepared; "

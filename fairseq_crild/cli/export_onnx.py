@@ -15,21 +15,14 @@ varying size and length: the largest |difference| from our logits is printed, an
 --tolerance (1e-4) nothing is written. Exit status: 0 written, 2 refused or failed.
 """
 
-import argparse
 import os
 import sys
 
-from fairseq_crild.export.cli import (
-    add_source_args,
-    check_output,
-    load_source,
-    run,
-)
+from fairseq_crild.export.cli import check_output, load_source, run, source_parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    add_source_args(parser)
+    parser = source_parser(__doc__)
     parser.add_argument("out", help="ONNX file to write")
     parser.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
                         help="torch.onnx's torch.export-based exporter (needs onnxscript) or "

@@ -44,6 +44,14 @@ def add_source_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
 
+def source_parser(doc: str) -> argparse.ArgumentParser:
+    """An export command's parser: its docstring's first paragraph as the description and
+    the options that name what is exported (:func:`add_source_args`)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    add_source_args(parser)
+    return parser
+
+
 def check_output(args: argparse.Namespace, out: str, flag: str) -> None:
     """Refuses an output that is, holds or lies inside CHECKPOINT, --data or --dict (with
     --overwrite it would replace them)."""
