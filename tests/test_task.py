@@ -6,10 +6,12 @@ import pytest
 from fairseq_crild.data.binarize import prepare_task
 from fairseq_crild.data.pair_dataset import longest_first
 from fairseq_crild.tasks.distill_glue import (
+    TRAIN_PROBE,
     DistillGlueConfig,
     DistillGlueTask,
     GlueDataError,
     apply_label_noise,
+    apply_score_noise,
 )
 
 
@@ -137,3 +139,93 @@ def test_supplementary_ild_data(tiny_env, tmp_path):
     assert len(replace) == 2 and len(concat) == n_task + 2
     batch = concat.collater([concat[0], concat[len(concat) - 1]])
     assert "target" not in batch and batch["net_input"]["src_tokens"].shape[0] == 2
+
+
+def test_score_noise_draws_from_the_training_scores():
+    n, p = 20000, 0.3
+    original = np.random.RandomState(0).uniform(0, 5, size=n).round(2)
+    scores = original.copy()
+    picked = apply_score_noise(scores, p, np.random.RandomState(3), np.arange(n))
+    sd = (n * p * (1 - p)) ** 0.5
+    assert abs(len(picked) - n * p) < 4 * sd  # each score picked with probability p
+    untouched = np.setdiff1d(np.arange(n), picked)
+    assert np.array_equal(scores[untouched], original[untouched])
+    # every new score is some training example's original score, drawn uniformly: its
+    # distribution is the training one (mean and quartiles within sampling error)
+    assert set(scores[picked].tolist()) <= set(original.tolist())
+    assert abs(scores[picked].mean() - original.mean()) < 4 * original.std() / len(picked) ** .5
+    rest = np.setdiff1d(np.arange(n), picked)  # exact-count keeps its count
+    assert len(apply_score_noise(original.copy(), p, np.random.RandomState(1), rest,
+                                 "exact-count")) == round(p * len(rest))
+
+
+def _stsb_folder(tmp_path, dict_txt, n=60):
+    glue = tmp_path / "glue" / "STS-B"
+    glue.mkdir(parents=True)
+    head = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2"
+            "\tscore\n")
+    words = ["the cat sat .", "a dog ran .", "the cat is on the mat ."]
+    rows = [f"{i}\tg\tf\ty\to\ts\ts\t{words[i % 3]}\t{words[(i + 1) % 3]}\t{(i % 11) / 2:.2f}\n"
+            for i in range(n)]
+    (glue / "train.tsv").write_text(head + "".join(rows))
+    (glue / "dev.tsv").write_text(head + "".join(rows[:6]))
+    out = tmp_path / "stsb-bin"
+    prepare_task(str(tmp_path / "glue"), "STS-B", dict_txt, str(out), max_unk_rate=1.0)
+    return out
+
+
+def test_label_noise_on_a_regression_task_replaces_scores(tiny_env, tmp_path):
+    data = _stsb_folder(tmp_path, str(tiny_env["ckpt"] / "dict.txt"))
+    clean = _task(data).dataset("train").labels
+    noisy = _task(data, label_noise=0.3, seed=2).dataset("train").labels
+    changed = np.flatnonzero(noisy != clean)
+    assert 0 < len(changed) < len(clean)
+    assert set(noisy[changed].tolist()) <= set(clean.tolist())
+    again = _task(data, label_noise=0.3, seed=2).dataset("train").labels
+    assert np.array_equal(again, noisy)  # drawn from the data seed
+
+
+def _rows(ds):
+    return [ds[i]["source"].tolist() for i in range(len(ds))]
+
+
+def test_train_probe_is_a_fixed_sample_of_the_training_inputs(tiny_env, tmp_path):
+    data = tiny_env["data"]
+    task = _task(data, train_probe_size=10, train_subset_size=30, label_noise=0.3, seed=3)
+    task.load_dataset(TRAIN_PROBE)
+    train, probe = task.dataset("train"), task.dataset(TRAIN_PROBE)
+    assert len(probe) == 10
+    # its rows are rows the training split reads, with the training (noisy) labels
+    by_row = {tuple(train[i]["source"].tolist()): int(train.labels[train.indices[i]])
+              for i in range(len(train))}
+    for i in range(len(probe)):
+        assert tuple(probe[i]["source"].tolist()) in by_row
+        assert int(probe.labels[probe.indices[i]]) == by_row[tuple(probe[i]["source"].tolist())]
+    same = _task(data, train_probe_size=10, train_subset_size=30, label_noise=0.3, seed=3)
+    same.load_dataset(TRAIN_PROBE)
+    assert _rows(same.dataset(TRAIN_PROBE)) == _rows(probe)  # fixed by the data seed
+    whole = _task(data, train_probe_size=10 ** 6)
+    whole.load_dataset(TRAIN_PROBE)  # larger than the training set: all of it
+    assert sorted(_rows(whole.dataset(TRAIN_PROBE))) == sorted(_rows(whole.dataset("train")))
+
+
+def test_train_probe_samples_ild_data_when_stage1_reads_it(tiny_env, tmp_path):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    (pairs / "train.tsv").write_text("sentence1\tsentence2\n" + "".join(
+        f"the cat sat {i} .\ta dog ran .\n" for i in range(12)))
+    ild = tmp_path / "ild-bin"
+    prepare_task(str(pairs), "pairs", str(tiny_env["ckpt"] / "dict.txt"), str(ild),
+                 max_unk_rate=1.0)
+    task = _task(tiny_env["data"], ild_data=str(ild), train_probe_size=5)
+    task.load_dataset(TRAIN_PROBE)
+    ild_rows = set(map(tuple, _rows(task.dataset("train"))))
+    assert len(task.dataset(TRAIN_PROBE)) == 5
+    assert set(map(tuple, _rows(task.dataset(TRAIN_PROBE)))) <= ild_rows
+    concat = _task(tiny_env["data"], ild_data=str(ild), ild_data_mode="concat",
+                   train_probe_size=40)
+    concat.load_dataset(TRAIN_PROBE)
+    probe = concat.dataset(TRAIN_PROBE)
+    rows = set(map(tuple, _rows(probe)))
+    assert len(probe) == 40 and rows <= set(map(tuple, _rows(concat.dataset("train"))))
+    assert rows & ild_rows and rows - ild_rows  # drawn over both parts

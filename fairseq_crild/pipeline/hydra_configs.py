@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from fairseq_crild.data.glue_tasks import TASKS, get_task
+from fairseq_crild.data.glue_tasks import TASKS
 from fairseq_crild.locations import RELATIVE_USER_DIR, absolute_user_dir
 from fairseq_crild.pipeline import recipe
 
@@ -86,8 +86,6 @@ def paper_setting_configs(task: str) -> List[StageConfig]:
     base = os.path.join("paper", task)
     configs = []
     for setting in ("few_sample", "label_noise"):
-        if setting == "label_noise" and get_task(task).regression:
-            continue  # noise is class flips: the task refuses --label-noise on STS-B
         configs += _stages("paper", os.path.join(base, setting), task, setting)
     # supplementary-task ILD: stage 1 reads unlabelled pairs from --ild-data instead of the
     # task's training set; the teacher and stage 2 are the task's own.

@@ -22,6 +22,7 @@ teachers may then be fairseq ``roberta`` checkpoints and students ``crild_robert
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -60,6 +61,22 @@ logger = logging.getLogger(__name__)
 
 # criterions that read the teacher; evaluating a saved student uses glue_ce instead
 TEACHER_CRITERIA = ("kd", "cr_ild")
+# a fixed sample of the training inputs, evaluated like dev (--valid-subset valid,train_probe)
+TRAIN_PROBE = "train_probe"
+
+
+@dataclass
+class _Source:
+    """Binarised columns one part of a split reads, with its labels and selected rows."""
+
+    input0: Any
+    input1: Any
+    labels: Optional[np.ndarray]
+    indices: Optional[np.ndarray]
+
+    @property
+    def size(self) -> int:
+        return len(self.input0) if self.indices is None else len(self.indices)
 
 
 class GlueDataError(CrildError, ValueError):
@@ -82,11 +99,11 @@ class DistillGlueConfig(FairseqDataclass):
                              "seed); seeded by --data-seed"}
     )
     label_noise: float = field(
-        default=0.0, metadata={"help": "probability that a training label is replaced by a "
-                               "different class, drawn uniformly (the paper's label-noise "
-                               "setting: 0.3); classification only: a regression task (STS-B) "
-                               "is refused, as the paper defines noise as class flips; seeded "
-                               "by --data-seed"}
+        default=0.0, metadata={"help": "probability that a training label is replaced (the "
+                               "paper's label-noise setting: 0.3): by a different class drawn "
+                               "uniformly; for a regression task (STS-B), by the score of a "
+                               "training example drawn uniformly (noise from the training "
+                               "distribution of scores); seeded by --data-seed"}
     )
     label_noise_draw: ChoiceEnum(["independent", "exact-count"]) = field(  # type: ignore[valid-type]
         default="independent", metadata={"help": "how --label-noise p picks the labels to "
@@ -170,6 +187,14 @@ class DistillGlueConfig(FairseqDataclass):
         default="replace", metadata={"help": "train on --ild-data instead of the task's "
                                      "training set, or on both"}
     )
+    train_probe_size: int = field(
+        default=1000, metadata={"help": "training inputs in the 'train_probe' split (a fixed "
+                                "sample drawn with the data seed, from what the training "
+                                "split reads: the subset, --ild-data); name it in "
+                                "--valid-subset, e.g. 'valid,train_probe', to log the "
+                                "criterion's loss on training inputs the way the dev loss is "
+                                "computed (eval mode, no mixup)"}
+    )
     global_batch_size: int = field(
         default=0, metadata={"help": "examples per optimizer update over all processes (0 = "
                              "off: --batch-size is per process, as in fairseq); sets the "
@@ -190,6 +215,18 @@ def read_meta(data_dir: str) -> Dict[str, Any]:
     return meta
 
 
+def _pick_noisy(fraction: float, rng: np.random.RandomState, candidates: np.ndarray,
+                draw: str) -> np.ndarray:
+    """The candidates whose label the noise replaces: ``independent`` (the authors'): each
+    with probability ``fraction``; ``exact-count``: exactly ``round(fraction x n)``."""
+    if draw == "independent":
+        return candidates[rng.random_sample(len(candidates)) < fraction]
+    if draw == "exact-count":
+        return rng.choice(candidates, size=int(round(fraction * len(candidates))), replace=False)
+    raise GlueDataError(f"--label-noise-draw must be 'independent' or 'exact-count', "
+                        f"got {draw!r}")
+
+
 def apply_label_noise(labels: np.ndarray, fraction: float, num_classes: int,
                       rng: np.random.RandomState, candidates: np.ndarray,
                       draw: str = "independent") -> np.ndarray:
@@ -200,19 +237,25 @@ def apply_label_noise(labels: np.ndarray, fraction: float, num_classes: int,
     number flipped is binomial; ``exact-count``: exactly ``round(fraction * len(candidates))``.
     """
     candidates = np.asarray(candidates, dtype=np.int64)
-    if draw == "independent":
-        flipped = candidates[rng.random_sample(len(candidates)) < fraction]
-    elif draw == "exact-count":
-        n_flip = int(round(fraction * len(candidates)))
-        flipped = rng.choice(candidates, size=n_flip, replace=False)
-    else:
-        raise GlueDataError(f"--label-noise-draw must be 'independent' or 'exact-count', "
-                            f"got {draw!r}")
+    flipped = _pick_noisy(fraction, rng, candidates, draw)
     if num_classes < 2:
         raise GlueDataError("--label-noise needs at least 2 classes")
     shift = rng.randint(1, num_classes, size=len(flipped))
     labels[flipped] = (labels[flipped] + shift) % num_classes
     return flipped
+
+
+def apply_score_noise(scores: np.ndarray, fraction: float, rng: np.random.RandomState,
+                      candidates: np.ndarray, draw: str = "independent") -> np.ndarray:
+    """Label noise for regression: the candidates are picked as :func:`apply_label_noise`
+    picks them, and each picked score is replaced by the original score of a candidate drawn
+    uniformly (with replacement), so the noisy scores keep the training distribution of
+    scores; returns the indices that were picked."""
+    candidates = np.asarray(candidates, dtype=np.int64)
+    picked = _pick_noisy(fraction, rng, candidates, draw)
+    donors = candidates[rng.randint(0, len(candidates), size=len(picked))]
+    scores[picked] = scores[donors]
+    return picked
 
 
 # path options the generated hydra configs leave as ``???`` for the command line to fill
@@ -268,8 +311,6 @@ class DistillGlueTask(FairseqTask):
         dictionary = layout_of(meta).load_dictionary(dict_path(cfg.data))
         kind = "regression" if meta.get("regression") else f"{meta.get('num_classes')} classes"
         logger.info(f"[{meta.get('task')}] dictionary: {len(dictionary)} types; {kind}")
-        if cfg.label_noise and meta.get("regression"):
-            raise GlueDataError("--label-noise applies to classification tasks only")
         if not 0.0 <= cfg.label_noise <= 1.0:
             raise GlueDataError(f"--label-noise must lie in [0, 1], got {cfg.label_noise}")
         return cls(cfg, dictionary, meta)
@@ -331,23 +372,63 @@ class DistillGlueTask(FairseqTask):
                                         self.cfg.max_positions, **kwargs)
 
     def load_dataset(self, split: str, epoch: int = 1, combine: bool = False, **kwargs) -> None:
-        input0 = self._load_indexed("input0", split, required=True)
-        input1 = self._load_indexed("input1", split, required=False)
-        labels = self._load_labels(split)
-        indices = None
-        if split == "train":
-            indices, labels = self._harder_setting(len(input0), labels)
-        dataset = self.pair_dataset(input0, input1, labels, indices=indices,
-                                    pad_to_length=self.pad_length or None,
-                                    order_seed=self.cfg.seed)
-        if split == "train" and self.cfg.ild_data:
-            dataset = self._with_ild_data(dataset)
+        if split == TRAIN_PROBE:
+            dataset = self._train_probe()
+        elif split == "train":
+            dataset = self._pairs(self._train_sources())
+        else:
+            input0 = self._load_indexed("input0", split, required=True)
+            dataset = self.pair_dataset(input0, self._load_indexed("input1", split, False),
+                                        self._load_labels(split),
+                                        pad_to_length=self.pad_length or None,
+                                        order_seed=self.cfg.seed)
         self.datasets[split] = dataset
         logger.info(f"{split}: {len(self.datasets[split])} examples")
 
-    def _with_ild_data(self, task_train: SentencePairDataset):
-        """Unlabelled text from another folder, alone or with the task's: ILD or KD inputs,
-        which need no labels (the task's labels are dropped so both parts collate alike)."""
+    def _train_sources(self) -> List[_Source]:
+        """What the training split reads: the task's training set (its harder-setting subset
+        and labels), --ild-data's unlabelled text instead of it or after it."""
+        input0 = self._load_indexed("input0", "train", required=True)
+        indices, labels = self._harder_setting(len(input0), self._load_labels("train"))
+        own = _Source(input0, self._load_indexed("input1", "train", False), labels, indices)
+        if not self.cfg.ild_data:
+            return [own]
+        extra = self._ild_source()
+        if self.cfg.ild_data_mode == "replace":
+            return [extra]
+        # stage 1 ignores labels; both parts must collate alike
+        return [_Source(own.input0, own.input1, None, own.indices), extra]
+
+    def _pairs(self, sources: List[_Source]) -> FairseqDataset:
+        parts = [self.pair_dataset(s.input0, s.input1, s.labels, indices=s.indices,
+                                   pad_to_length=self.pad_length or None,
+                                   order_seed=self.cfg.seed) for s in sources]
+        return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+    def _train_probe(self) -> FairseqDataset:
+        """A fixed sample of the training inputs (``--train-probe-size``, drawn with the data
+        seed) for ``--valid-subset valid,train_probe``: the criterion's loss on training
+        inputs, computed like the dev loss (eval mode, no mixup), so that stage 1 logs the
+        ILD loss on training and on dev text side by side (the overfitting curves)."""
+        sources = self._train_sources()
+        sizes = [s.size for s in sources]
+        total = sum(sizes)
+        k = min(int(self.cfg.train_probe_size), total)
+        rng = np.random.RandomState(self.data_seed)
+        picked = np.sort(rng.choice(total, size=k, replace=False))
+        probes, start = [], 0
+        for source, size in zip(sources, sizes):
+            local = picked[(picked >= start) & (picked < start + size)] - start
+            start += size
+            if len(local):
+                base = source.indices if source.indices is not None else np.arange(size)
+                probes.append(_Source(source.input0, source.input1, source.labels, base[local]))
+        logger.info(f"{TRAIN_PROBE}: {k} of the {total} training inputs (data seed "
+                    f"{self.data_seed})")
+        return self._pairs(probes)
+
+    def _ild_source(self) -> _Source:
+        """--ild-data's unlabelled text: ILD or KD inputs, which need no labels."""
         meta = read_meta(self.cfg.ild_data)
         if (meta.get("vocab_sha256") != self.meta.get("vocab_sha256")
                 or layout_of(meta) != self.layout):
@@ -357,14 +438,8 @@ class DistillGlueTask(FairseqTask):
         input0 = load_column(folder, "input0", "train")
         if input0 is None:
             raise GlueDataError(f"--ild-data {folder}: no input0/train.bin")
-        extra = self.pair_dataset(input0, load_column(folder, "input1", "train"), None,
-                                  pad_to_length=self.pad_length or None,
-                                  order_seed=self.cfg.seed)
-        logger.info(f"ILD data: {len(extra)} examples from {folder} ({self.cfg.ild_data_mode})")
-        if self.cfg.ild_data_mode == "replace":
-            return extra
-        task_train.labels = None  # stage 1 ignores labels; both parts must collate alike
-        return ConcatDataset([task_train, extra])
+        logger.info(f"ILD data: {len(input0)} examples from {folder} ({self.cfg.ild_data_mode})")
+        return _Source(input0, load_column(folder, "input1", "train"), None, None)
 
     @property
     def data_seed(self) -> int:
@@ -385,8 +460,10 @@ class DistillGlueTask(FairseqTask):
         if self.cfg.label_noise and labels is not None:
             labels = labels.copy()
             pool = indices if indices is not None else np.arange(n)
-            flipped = apply_label_noise(labels, self.cfg.label_noise, self.num_classes, rng, pool,
-                                        str(self.cfg.label_noise_draw))
+            noise = apply_score_noise if self.regression else partial(
+                apply_label_noise, num_classes=self.num_classes)
+            flipped = noise(labels, self.cfg.label_noise, rng=rng, candidates=pool,
+                            draw=str(self.cfg.label_noise_draw))
             logger.info(f"label noise: changed {len(flipped)}/{len(pool)} training labels "
                         f"(--label-noise {self.cfg.label_noise}, {self.cfg.label_noise_draw}, "
                         f"data seed {seed})")
