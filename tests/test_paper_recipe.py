@@ -1,4 +1,4 @@
-"""The `paper` budget is the authors' protocol (docs/method.md): the commands the pipeline
+"""The `paper` budget is the authors' protocol: the commands the pipeline
 builds, the hydra configs generated from them, and what fairseq does with them."""
 
 import math
@@ -13,7 +13,8 @@ from fairseq_crild.pipeline.runner import parse_log
 from tests.conftest import ROOT, run_script
 
 TASKS = sorted(hc.GLUE_TRAIN_SIZES)
-# the authors' selection metric per task, written out from method.md
+# the authors' selection metric per task: accuracy for MRPC and QQP, (Pearson + Spearman) / 2
+# for STS-B, MCC for CoLA, accuracy elsewhere
 AUTHORS = {"MRPC": "accuracy", "QQP": "accuracy", "STS-B": "pearson_spearman", "CoLA": "mcc",
            "SST-2": "accuracy", "QNLI": "accuracy", "RTE": "accuracy", "WNLI": "accuracy",
            "MNLI": "accuracy"}
@@ -47,7 +48,7 @@ def test_paper_commands_are_the_authors_protocol(task):
     cmds = paper_commands(task)
     n = hc.GLUE_TRAIN_SIZES[task]
     # lr, batch, epochs per stage, and the number of scheduled updates by hand: every stage,
-    # the teacher included, drops its last incomplete batch (floor), as method.md says
+    # the teacher included, drops its last incomplete batch (floor), as the authors' scripts do
     want = {"teacher": ("2e-05", 16, 4, n // 16),
             "stage1": ("3e-05", 32, STAGE1_EPOCHS[task], n // 32),
             "stage2": ("3e-05", 16, 4, n // 16)}
