@@ -1,5 +1,6 @@
 """crild-compare's plan: seed-major order, finished runs skipped, pruning keeps the student."""
 
+import argparse
 import os
 
 import pytest
@@ -56,3 +57,41 @@ def test_runs_with_supplementary_data_are_named_apart(tmp_path):
     todo = comparison.plan("RTE", ["kd"], [1], str(tmp_path),
                            lambda m: comparison.run_name(m, kd_data="/x/P"))
     assert todo[0].run_dir(str(tmp_path)).endswith(os.path.join("RTE", "kd+kd-data=P", "seed1"))
+
+
+def test_harder_settings_have_their_own_folders_and_a_teacher_per_seed(tmp_path):
+    out = str(tmp_path)
+    _touch(os.path.join(out, "runs", "RTE", "kd", "seed1", "report.json"))  # a full-GLUE run
+    todo = comparison.plan("RTE", ["kd", "l_ild"], [1, 2], out, setting="few_sample")
+    assert len(todo) == 4  # the full-GLUE report does not count for few_sample
+    assert todo[0].run_dir(out) == os.path.join(out, "runs", "RTE-few_sample", "kd", "seed1")
+    groups = comparison.teacher_groups(todo)
+    assert [[(r.method, r.seed) for r in g] for g in groups] == [
+        [("kd", 1), ("l_ild", 1)], [("kd", 2), ("l_ild", 2)]]
+    full = comparison.plan("RTE", ["kd", "l_ild"], [1, 2], out)
+    assert [len(g) for g in comparison.teacher_groups(full)] == [3]  # one shared teacher
+    assert comparison.teacher_dir(out, "RTE", "table") == os.path.join(out, "teachers",
+                                                                       "RTE-table")
+    assert comparison.teacher_dir(out, "RTE", "table", "label_noise", 3) == os.path.join(
+        out, "teachers", "RTE-table-label_noise-seed3")
+
+
+def test_pipeline_command_carries_the_setting_and_probes(tmp_path):
+    args = argparse.Namespace(
+        budget="table", glue_dir="g", out=str(tmp_path), base="minilm", student_layers=3,
+        device="cpu", bf16=False, ild_data=None, ild_data_mode="replace", kd_data=None,
+        setting="label_noise", ild_probe_every=30)
+    ild = compare._pipeline_cmd(args, comparison.PlannedRun("RTE", "l_ild", 2, "l_ild",
+                                                            "label_noise"), "T")
+    kd = compare._pipeline_cmd(args, comparison.PlannedRun("RTE", "kd", 2, "kd",
+                                                           "label_noise"), "T")
+    assert ild[ild.index("--setting") + 1] == "label_noise"
+    assert ild[ild.index("--ild-probe-every") + 1] == "30"
+    assert "--ild-probe-every" not in kd  # no stage 1 to probe
+    assert kd[kd.index("--teacher") + 1] == "T"
+
+
+def test_a_shared_teacher_is_refused_in_a_harder_setting(tmp_path, capsys):
+    rc = compare.main(["--task", "RTE", "--out", str(tmp_path / "o"), "--setting",
+                       "few_sample", "--teacher", "t.pt"])
+    assert rc == 1 and "each seed trains its own teacher" in capsys.readouterr().err

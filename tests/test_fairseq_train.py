@@ -104,3 +104,35 @@ def test_predict_writes_a_glue_server_file(tiny_env, teacher, tmp_path):
     assert lines[0] == "index\tprediction" and len(lines) == 1 + 8
     assert {ln.split("\t")[1] for ln in lines[1:]} <= {"entailment", "not_entailment"}
     assert [ln.split("\t")[0] for ln in lines[1:]] == [str(i) for i in range(8)]
+
+
+def test_stage1_probes_log_ild_loss_on_dev_and_training_inputs_without_changing_training(
+        tiny_env, teacher, tmp_path):
+    """The overfitting curves' evaluations (``Budget.ild_probe_every``) log the ILD loss on
+    dev and on a training sample, and leave the trained student bit-identical."""
+    from fairseq_crild.pipeline.recipe import Budget, ild_probe_args
+    from fairseq_crild.pipeline.runner import parse_lines
+
+    student = ["--arch", "bert", "--encoder-layers", "2", "--encoder-embed-dim", "32",
+               "--encoder-attention-heads", "4", "--encoder-ffn-embed-dim", "64",
+               "--max-position-embeddings", "128", "--criterion", "cr_ild", "--teacher-path",
+               str(teacher), "--init-student-from", str(tiny_env["ckpt"] / "model.pt"),
+               "--ild-preset", "cr_ild", "--num-relation-heads", "4", "--max-update", "6",
+               "--train-probe-size", "16"]
+    plain = train(tiny_env["data"], tmp_path / "plain", *student,
+                  *ild_probe_args(Budget(1, 1, 1)))
+    probed = train(tiny_env["data"], tmp_path / "probed", *student,
+                   *ild_probe_args(Budget(1, 1, 1, ild_probe_every=2)))
+    assert "| train_probe |" not in plain.stdout + plain.stderr
+    lines = (probed.stdout + probed.stderr).splitlines()
+    curves = {}
+    for subset in ("valid", "train_probe"):
+        records = parse_lines(lines, subset)
+        curves[subset] = {int(r[f"{subset}_num_updates"]): r[f"{subset}_loss_ild"]
+                          for r in records}
+        assert {2, 4, 6} <= set(curves[subset]), subset
+        assert all(0 < v < float("inf") for v in curves[subset].values())
+    assert curves["valid"] != curves["train_probe"]  # two different sets of inputs
+    a = model_state(tmp_path / "plain" / "checkpoint_last.pt")
+    b = model_state(tmp_path / "probed" / "checkpoint_last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

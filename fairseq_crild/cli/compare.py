@@ -8,6 +8,10 @@ the remaining runs go ``--jobs`` at a time, each with ``--threads`` torch thread
 two threads on two cores oversubscribe and each runs several times slower). Runs that have a
 report.json are skipped, so rerunning continues a comparison cut short. Each run logs to
 OUT/logs/; after each run the table is rewritten (OUT/summary-TASK.md / .json).
+
+In the paper's harder settings (``--setting few_sample|label_noise``) every seed draws its own
+training set, so each seed has its own teacher: the seed's first run trains it alone, then the
+seed's other runs share it (tables in OUT/summary-TASK-SETTING.*).
 """
 
 import argparse
@@ -39,6 +43,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--ild-data", default=None, help="the pipeline's --ild-data (stage 1)")
     p.add_argument("--ild-data-mode", default="replace", choices=("replace", "concat"))
     p.add_argument("--kd-data", default=None, help="the pipeline's --kd-data (stage 2)")
+    p.add_argument("--setting", default="full", choices=recipe.SETTINGS,
+                   help="the pipeline's --setting: full GLUE, or the paper's few_sample / "
+                   "label_noise sets, each seed with its own teacher (trained by that seed's "
+                   "first run)")
+    p.add_argument("--ild-probe-every", type=int, default=0,
+                   help="the pipeline's --ild-probe-every: stage 1 logs its ILD loss on dev "
+                   "and on a training sample every N updates (the overfitting curves)")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every checkpoint (default: a finished run keeps only stage 2's "
                    "best, ~200 MB instead of ~800 MB for a 3-layer MiniLM student)")
@@ -48,6 +59,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         seeds = comparison.parse_seeds(args.seeds)
         if args.jobs < 1 or args.threads < 1:
             raise ValueError("--jobs and --threads must be at least 1")
+        if args.teacher and comparison.per_seed_teachers(args.setting):
+            raise ValueError(f"--teacher with --setting {args.setting}: each seed trains its "
+                             "own teacher on its own data; drop --teacher")
+        if args.ild_probe_every < 0:
+            raise ValueError("--ild-probe-every must be 0 (off) or a number of updates")
         recipe.budget_for(args.budget, args.task)  # an unknown budget fails before any run
         return _run(args, methods, seeds)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
@@ -61,6 +77,10 @@ def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> L
            "--glue-dir", os.path.abspath(args.glue_dir), "--out", os.path.abspath(args.out),
            "--base", args.base, "--student-layers", str(args.student_layers),
            "--device", args.device, "--quiet"]
+    if args.setting != "full":
+        cmd += ["--setting", args.setting]
+    if args.ild_probe_every and recipe.METHODS[run.method][0] is not None:
+        cmd += ["--ild-probe-every", str(args.ild_probe_every)]
     if teacher:
         cmd += ["--teacher", teacher]
     if args.bf16:
@@ -77,7 +97,8 @@ def _execute(args, run: comparison.PlannedRun, teacher: Optional[str]) -> float:
     """One pipeline run in a child process, ``--threads`` threads; returns its wall time."""
     logs = os.path.join(args.out, "logs")
     os.makedirs(logs, exist_ok=True)
-    log_path = os.path.join(logs, f"{run.task}-{run.method}-seed{run.seed}.log")
+    log_path = os.path.join(logs, f"{comparison.task_folder(run.task, run.setting)}-"
+                                  f"{run.name or run.method}-seed{run.seed}.log")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     start = time.time()
@@ -101,21 +122,22 @@ def _run_name(args, method: str) -> str:
                                args.kd_data if criterion == "kd" else None)
 
 
-def _teacher_of(args, task: str) -> str:
-    """The teacher the pipeline trained for this budget (the first run trains it)."""
-    return os.path.join(os.path.abspath(args.out), "teachers", f"{task}-{args.budget}",
-                        "checkpoint_best.pt")
+def _teacher_of(args, run: comparison.PlannedRun) -> str:
+    """The teacher the pipeline trains for this run (its group's first run trains it)."""
+    return os.path.join(comparison.teacher_dir(os.path.abspath(args.out), run.task, args.budget,
+                                               run.setting, run.seed),
+                        recipe.teacher_checkpoint(run.setting))
 
 
 def _write_summary(args, task: str) -> None:
     from fairseq_crild.pipeline import summary
 
     try:
-        table = summary.summarize(summary.load_reports(args.out, task))
+        table = summary.summarize(summary.load_reports(args.out, task, args.setting))
     except ValueError as err:  # e.g. no finished run yet
         print(f"crild-compare: no table yet ({err})", flush=True)
         return
-    stem = os.path.join(args.out, f"summary-{task}")
+    stem = os.path.join(args.out, f"summary-{comparison.task_folder(task, args.setting)}")
     with open(stem + ".md.tmp", "w", encoding="utf-8") as f:
         f.write(summary.to_markdown(table))
     os.replace(stem + ".md.tmp", stem + ".md")
@@ -126,26 +148,13 @@ def _run(args, methods: List[str], seeds: List[int]) -> int:
     from fairseq_crild.data.glue_tasks import get_task
 
     task = get_task(args.task).name
-    todo = comparison.plan(task, methods, seeds, args.out, lambda method: _run_name(args, method))
+    todo = comparison.plan(task, methods, seeds, args.out, lambda method: _run_name(args, method),
+                           args.setting)
     print(f"crild-compare: {len(todo)} of {len(methods) * len(seeds)} runs left", flush=True)
-    teacher = os.path.abspath(args.teacher) if args.teacher else None
-    shared = [teacher or _teacher_of(args, task),
-              os.path.join(args.out, "base", "model.pt"),
-              os.path.join(args.out, "data", task, "meta.json")]
-    if todo and not all(os.path.isfile(path) for path in shared):
-        # the first run converts the base, binarises the task and trains the teacher alone:
-        # the others then share them instead of racing to write the same folders
-        first = todo.pop(0)
-        wall = _execute(args, first, teacher)
-        print(f"done {first.method} seed {first.seed} ({wall:.0f} s, with the shared "
-              "setup)", flush=True)
-        _write_summary(args, task)
-    teacher = teacher or _teacher_of(args, task)
-    if not os.path.isfile(teacher):
-        raise FileNotFoundError(f"no teacher at {teacher}")
+    given = os.path.abspath(args.teacher) if args.teacher else None
     failed = []
 
-    def one(run: comparison.PlannedRun) -> None:
+    def one(run: comparison.PlannedRun, teacher: str) -> None:
         try:
             wall = _execute(args, run, teacher)
             print(f"done {run.method} seed {run.seed} ({wall:.0f} s)", flush=True)
@@ -154,8 +163,22 @@ def _run(args, methods: List[str], seeds: List[int]) -> int:
             print(f"FAILED {err}", flush=True)
         _write_summary(args, task)
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(one, todo))
+    for group in comparison.teacher_groups(todo):
+        teacher = given or _teacher_of(args, group[0])
+        shared = [teacher, os.path.join(args.out, "base", "model.pt"),
+                  os.path.join(args.out, "data", task, "meta.json")]
+        if not all(os.path.isfile(path) for path in shared):
+            # the group's first run converts the base, binarises the task and trains the
+            # teacher alone: the others then share them instead of racing to write them
+            first = group.pop(0)
+            wall = _execute(args, first, given)
+            print(f"done {first.method} seed {first.seed} ({wall:.0f} s, with the shared "
+                  "setup)", flush=True)
+            _write_summary(args, task)
+        if not os.path.isfile(teacher):
+            raise FileNotFoundError(f"no teacher at {teacher}")
+        with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            list(pool.map(lambda run: one(run, teacher), group))
     if failed:
         raise RuntimeError(f"{len(failed)} run(s) failed: " + "; ".join(failed))
     return 0

@@ -65,6 +65,11 @@ def main(argv=None) -> int:
     p.add_argument("--kd-data", default=None, metavar="FOLDER",
                    help="unlabelled sentence pairs added to the task's training set in "
                    "stage 2, labelled by the teacher (kd only: its hard-label term is off)")
+    p.add_argument("--ild-probe-every", type=int, default=0, metavar="N",
+                   help="stage 1 logs its ILD loss on dev text and on a fixed sample of its "
+                   "training inputs every N updates and at each epoch end (default 0: stage 1 "
+                   "never evaluates); training is unchanged; the overfitting curves of "
+                   "crild-summarize --ild-curves")
     p.add_argument("--dry-run", action="store_true", help="print each stage's fairseq-train "
                    "arguments as JSON instead of running them (the pretrained model and the "
                    "data are still converted / prepared)")

@@ -12,6 +12,7 @@ paired t interval and a percentile bootstrap interval (both over seeds only).
 """
 
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -31,14 +32,17 @@ def _parser() -> argparse.ArgumentParser:
                    help="coverage of both intervals (default 0.95)")
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     p.add_argument("--plots", metavar="DIR", help="also write one PNG per task into DIR")
+    p.add_argument("--ild-curves", metavar="DIR",
+                   help="also write each task's stage-1 ILD loss on training and dev inputs "
+                   "(runs made with --ild-probe-every) as DIR/ild_curves-TASK.json and .png")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        result = summary.summarize(summary.load_reports(args.out, args.task, args.setting),
-                                   args.baseline, args.confidence)
+        reports = summary.load_reports(args.out, args.task, args.setting)
+        result = summary.summarize(reports, args.baseline, args.confidence)
         print(summary.to_markdown(result), end="")
         if args.json:
             summary.write_json(result, args.json)
@@ -46,10 +50,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.plots:
             for path in summary.plot(result, args.plots):
                 print(f"wrote {path}", file=sys.stderr)
+        if args.ild_curves:
+            for path in _write_ild_curves(reports, args.setting, args.ild_curves):
+                print(f"wrote {path}", file=sys.stderr)
     except (ValueError, OSError) as e:
         print(f"{PROG}: error: " + str(e).replace("\n", " "), file=sys.stderr)
         return 1
     return 0
+
+
+def _write_ild_curves(reports: List[dict], setting: str, out_dir: str) -> List[str]:
+    from fairseq_crild.pipeline import ild_curves
+    from fairseq_crild.pipeline.comparison import task_folder
+
+    paths = []
+    for task in sorted({r["task"] for r in reports}):
+        mine = [r for r in reports if r["task"] == task]
+        result = ild_curves.summarize_curves(ild_curves.load_run_curves(mine), mine)
+        if not result["methods"]:
+            continue
+        stem = os.path.join(out_dir, f"ild_curves-{task_folder(task, setting)}")
+        os.makedirs(out_dir, exist_ok=True)
+        ild_curves.write_json(result, stem + ".json")
+        title = f"{task}{'' if setting == 'full' else ' ' + setting}: stage-1 ILD loss"
+        paths += [stem + ".json", ild_curves.plot(result, stem + ".png", title)]
+    if not paths:
+        raise ValueError("no run has stage-1 probes: run the pipeline (or crild-compare) "
+                         "with --ild-probe-every N")
+    return paths
 
 
 if __name__ == "__main__":

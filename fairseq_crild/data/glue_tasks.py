@@ -226,6 +226,11 @@ _ALIASES.update({"sst": "SST-2", "sts": "STS-B", "diagnostic": "AX", "mnlim": "M
                  "mnlimm": "MNLI"})
 
 
+#: the split name of a fixed sample of the training inputs that the task evaluates like dev
+#: (``--valid-subset valid,train_probe``): the ILD loss on training inputs along stage 1
+TRAIN_PROBE = "train_probe"
+
+
 def get_task(name: str) -> GlueTask:
     """Case- and punctuation-insensitive lookup ("sts-b", "STSB", "sst2", "ax", ...)."""
     task = _ALIASES.get(_key(name))

@@ -3,7 +3,7 @@ what to prune once a run has its report. Pure (no processes), so tests can check
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from fairseq_crild.pipeline import recipe
 
@@ -26,17 +26,36 @@ def run_name(method: str, ild_data: Optional[str] = None, ild_data_mode: str = "
     return name
 
 
+def task_folder(task: str, setting: str = "full") -> str:
+    """The folder of a task's runs under ``--out``/runs: the task, or ``TASK-SETTING`` for the
+    paper's harder settings (few_sample, label_noise), so their tables never mix."""
+    return task if setting == "full" else f"{task}-{setting}"
+
+
+def teacher_dir(out: str, task: str, budget: str, setting: str = "full", seed: int = 1) -> str:
+    """Where the pipeline trains the teacher of a run: one per task and budget, or, in a
+    harder setting, one per seed (it trains on that seed's subset / noisy labels)."""
+    name = f"{task}-{budget}" if setting == "full" else f"{task}-{budget}-{setting}-seed{seed}"
+    return os.path.join(out, "teachers", name)
+
+
+def per_seed_teachers(setting: str) -> bool:
+    """Whether each seed has its own teacher (see :func:`teacher_dir`)."""
+    return setting != "full"
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     task: str
     method: str
     seed: int
     name: str = ""  # the run's name (run_name); the method's when empty
+    setting: str = "full"
 
     def run_dir(self, out: str) -> str:
-        """Where the pipeline writes this run (``--out``'s runs/TASK/NAME/seedN)."""
-        return os.path.join(out, "runs", self.task, self.name or self.method,
-                            f"seed{self.seed}")
+        """Where the pipeline writes this run (``--out``'s runs/TASK[-SETTING]/NAME/seedN)."""
+        return os.path.join(out, "runs", task_folder(self.task, self.setting),
+                            self.name or self.method, f"seed{self.seed}")
 
     def finished(self, out: str) -> bool:
         return os.path.isfile(os.path.join(self.run_dir(out), "report.json"))
@@ -62,14 +81,24 @@ def parse_seeds(spec: str) -> List[int]:
 
 
 def plan(task: str, methods: Iterable[str], seeds: Iterable[int], out: str,
-         naming: Callable[[str], str] = str) -> List[PlannedRun]:
+         naming: Callable[[str], str] = str, setting: str = "full") -> List[PlannedRun]:
     """The runs without a report yet, seed-major: a session cut short leaves whole seeds (every
     method of seed 1 before any of seed 2), which is what a paired comparison needs.
     ``naming`` maps a method to its run name (see :func:`run_name`)."""
     methods = list(methods)
     return [run for seed in seeds
-            for run in (PlannedRun(task, m, seed, naming(m)) for m in methods)
+            for run in (PlannedRun(task, m, seed, naming(m), setting) for m in methods)
             if not run.finished(out)]
+
+
+def teacher_groups(todo: List[PlannedRun]) -> List[List[PlannedRun]]:
+    """Runs that share one teacher, in plan order: all of them, or each seed's runs in a
+    harder setting (the first run of a group trains its teacher alone)."""
+    groups: Dict[Any, List[PlannedRun]] = {}
+    for run in todo:
+        key = run.seed if per_seed_teachers(run.setting) else None
+        groups.setdefault(key, []).append(run)
+    return list(groups.values())
 
 
 def prunable_checkpoints(run_dir: str) -> List[str]:

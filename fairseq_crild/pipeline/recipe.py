@@ -14,6 +14,8 @@ Pearson for STS-B), an evaluation at every epoch end too, every batch kept.
 from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
+from fairseq_crild.data.glue_tasks import TRAIN_PROBE
+
 # method -> (stage-1 ILD preset or None, stage-2 criterion)
 METHODS: Dict[str, tuple] = {
     "finetune": (None, "glue_ce"),
@@ -75,6 +77,9 @@ class Budget:
     epoch_end_eval: bool = True  # also evaluate at every epoch end (fairseq's default)
     drop_last: bool = False  # every stage skips the last incomplete training batch
     sentence_pooling: str = "cls"  # "mean": the head reads the token mean (sentence encoders)
+    # stage 1 evaluates its ILD loss on dev text and on a fixed sample of its training inputs
+    # every N updates (0 = no stage-1 evaluation): the overfitting curves
+    ild_probe_every: int = 0
 
 
 def paper_stage1_epochs(task: str) -> int:
@@ -277,10 +282,22 @@ def stage1_args(data: str, save_dir: str, preset: str, teacher: str, base_ckpt: 
                 student_args: List[str], n_train: int, budget: Budget, seed: int) -> List[str]:
     return (common_args(data, save_dir, seed, budget) + student_args + head_args(budget)
             + ["--criterion", "cr_ild", "--ild-preset", preset, "--teacher-path", teacher,
-               "--init-student-from", base_ckpt, "--init-student-layers", "first",
-               "--disable-validation"]
+               "--init-student-from", base_ckpt, "--init-student-layers", "first"]
+            + ild_probe_args(budget)
             + _schedule(budget.student_lr, budget.stage1_batch, budget.stage1_epochs, n_train,
                         budget, drop_last=budget.drop_last))
+
+
+def ild_probe_args(budget: Budget) -> List[str]:
+    """Stage 1 has no head to select on: without probes it never evaluates. With
+    ``ild_probe_every`` it logs the criterion's loss (eval mode, no mixup) on dev text
+    (``valid``) and on a fixed sample of its training inputs (``train_probe``) every N updates
+    and at each epoch end; fairseq reseeds every update, so training is unchanged, and stage 2
+    still starts from checkpoint_last.pt."""
+    if not budget.ild_probe_every:
+        return ["--disable-validation"]
+    return ["--valid-subset", f"valid,{TRAIN_PROBE}",
+            "--validate-interval-updates", str(budget.ild_probe_every)]
 
 
 def stage2_args(data: str, save_dir: str, criterion: str, teacher: Optional[str],

@@ -10,6 +10,7 @@ training stages are ``fairseq-train`` processes (:func:`fairseq_crild.pipeline.r
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -18,7 +19,12 @@ from typing import Iterator, Optional
 
 from fairseq_crild.errors import CrildError
 from fairseq_crild.pipeline import recipe
-from fairseq_crild.pipeline.comparison import run_name
+from fairseq_crild.pipeline.comparison import (
+    per_seed_teachers,
+    run_name,
+    task_folder,
+)
+from fairseq_crild.pipeline.comparison import teacher_dir as teacher_dir_of
 from fairseq_crild.pipeline.dev_analysis import report_metric_names
 from fairseq_crild.pipeline.report import (
     count_parameters,
@@ -154,6 +160,10 @@ def run(args: argparse.Namespace) -> str:
                                             "--" + option.replace("_", "-"))
                      for option in ("ild_data", "kd_data")}
     budget = recipe.budget_for(args.budget, task, args.setting)
+    if getattr(args, "ild_probe_every", 0):
+        if args.ild_probe_every < 0:
+            raise ValueError("--ild-probe-every must be 0 (off) or a number of updates")
+        budget = dataclasses.replace(budget, ild_probe_every=args.ild_probe_every)
     device = getattr(args, "device_flags", None) or recipe.device_args(
         recipe.resolve_device(args.device), args.precision)
     commands: dict = {}
@@ -173,10 +183,8 @@ def run(args: argparse.Namespace) -> str:
 
     # full GLUE: one teacher (seed 1) for every student seed; the other settings draw their
     # training set from --seed, so each seed gets its own teacher on that same set
-    teacher_dir, teacher_seed = os.path.join(out, "teachers", f"{task}-{args.budget}"), 1
-    if args.setting != "full":
-        teacher_dir += f"-{args.setting}-seed{args.seed}"
-        teacher_seed = args.seed
+    teacher_dir = teacher_dir_of(out, task, args.budget, args.setting, args.seed)
+    teacher_seed = args.seed if per_seed_teachers(args.setting) else 1
     teacher = args.teacher
     if teacher is None:
         rec = stage("teacher", teacher_dir, recipe.teacher_args(
@@ -186,10 +194,8 @@ def run(args: argparse.Namespace) -> str:
         teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
     args.run_name = run_name(args.method, args.ild_data, args.ild_data_mode, args.kd_data)
-    run_dir = os.path.join(out, "runs", task, args.run_name, f"seed{args.seed}")
-    if args.setting != "full":
-        run_dir = os.path.join(out, "runs", f"{task}-{args.setting}", args.run_name,
-                               f"seed{args.seed}")
+    run_dir = os.path.join(out, "runs", task_folder(task, args.setting), args.run_name,
+                           f"seed{args.seed}")
     init = None
     if preset is not None:
         s1 = os.path.join(run_dir, "stage1")

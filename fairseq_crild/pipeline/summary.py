@@ -24,6 +24,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from fairseq_crild.outputs import atomic_output_file
+from fairseq_crild.pipeline.comparison import task_folder
 
 # the paper's table order; methods not named here follow alphabetically
 METHOD_ORDER = ("finetune", "kd", "pkd", "tinybert", "minilm", "l_ild", "cr_ild",
@@ -66,8 +67,7 @@ def load_reports(out: str, task: str = "*", setting: str = "full") -> List[Dict[
     (missing in old reports = full), never mixed into one table.
     """
     runs = os.path.join(out, "runs")
-    folder = task if setting == "full" else f"{task}-{setting}"
-    pattern = os.path.join(runs, folder, "*", "seed*", "report.json")
+    pattern = os.path.join(runs, task_folder(task, setting), "*", "seed*", "report.json")
     reports, seen = [], {}
     for path in sorted(glob.glob(pattern)):
         try:

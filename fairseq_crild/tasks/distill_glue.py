@@ -42,6 +42,7 @@ from fairseq_crild.data.batching import (
     length_bucket_batches,
 )
 from fairseq_crild.data.binarize import META_FILE, read_meta_file
+from fairseq_crild.data.glue_tasks import TRAIN_PROBE
 from fairseq_crild.data.layout import DataLayout, dict_path, layout_of, load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.dictionary import vocab_fingerprint
@@ -61,9 +62,6 @@ logger = logging.getLogger(__name__)
 
 # criterions that read the teacher; evaluating a saved student uses glue_ce instead
 TEACHER_CRITERIA = ("kd", "cr_ild")
-# a fixed sample of the training inputs, evaluated like dev (--valid-subset valid,train_probe)
-TRAIN_PROBE = "train_probe"
-
 
 @dataclass
 class _Source:
