@@ -111,6 +111,20 @@ def test_settings_as_the_authors_run_them():
         recipe.budget_for("paper", "RTE", "few-shot")
 
 
+def test_cpu_few_sample_budget_trains_longer_on_its_1000_examples():
+    for name in ("table", "cpu"):
+        full, few = recipe.budget_for(name, "STS-B"), recipe.budget_for(name, "STS-B",
+                                                                         "few_sample")
+        assert (few.teacher_epochs, few.stage1_epochs, few.stage2_epochs) == (10, 10, 4)
+        assert few.teacher_lr == full.teacher_lr and few.student_lr == full.student_lr
+        assert few.sentence_pooling == "mean" and few.eval_every == 30
+        s1 = recipe.stage1_args("D", "S", "l_ild", "T", "B", [], recipe.setting_train_size(
+            5749, "few_sample"), few, 1)
+        assert int(opt(s1, "--total-num-update")) == math.ceil(1000 / 32) * 10
+    assert recipe.budget_for("table", "STS-B", "label_noise") == recipe.budget_for(
+        "table", "STS-B")  # label noise: the full budget (the teacher keeps its last)
+
+
 def test_cr_ild_release_method():
     assert recipe.METHODS["cr_ild_release"] == ("cr_ild_release", "kd")
     assert recipe.METHODS["cr_ild"] == ("cr_ild", "kd")
