@@ -35,8 +35,6 @@ __all__ = [
     "kd_loss",
     "kd_regression_loss",
     "last_layer_map",
-    "mix_embeddings",
-    "mix_padding_mask",
     "mixup_partner",
     "parse_layer_map",
     "pkd_cls_loss",
@@ -512,27 +510,6 @@ def mixup_partner(
             f"{type(generator).__name__}"
         )
     raise ValueError(f"mixup_partner: mode must be 'reverse' or 'random', got {mode!r}")
-
-
-def mix_embeddings(emb: Tensor, partner: Tensor, lam: float) -> Tensor:
-    """``lam * emb + (1 - lam) * emb[partner]`` along the batch dim (keeps emb's dtype).
-
-    lam == 1 returns ``emb`` itself, bit for bit (and skips the partner gather).
-    """
-    if lam == 1.0:
-        return emb
-    partner = partner.to(device=emb.device, dtype=torch.long)
-    return lam * emb + (1.0 - lam) * emb.index_select(0, partner)
-
-
-def mix_padding_mask(mask: Tensor, partner: Tensor) -> Tensor:
-    """Real-token mask of the mixed input: real where either example is real (a union).
-
-    ``mask`` is True at REAL tokens; for a fairseq padding mask use
-    ``~mix_padding_mask(~padding_mask, partner)``.
-    """
-    mask = mask.bool()
-    return mask | mask.index_select(0, partner.to(device=mask.device, dtype=torch.long))
 
 
 # --------------------------------------------------------------------------- consistency

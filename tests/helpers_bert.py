@@ -58,14 +58,19 @@ def rte_pairs(n: int = 6) -> List[Tuple[str, str]]:
 
 
 def load_pure_module(name: str):
-    """Loads fairseq_crild/<name>.py straight from its file, bypassing the package __init__
-    (which imports fairseq): proves the module itself needs no fairseq."""
+    """Loads fairseq_crild/<name>.py (``name`` dotted below the package, e.g.
+    ``distill.losses``) straight from its file, bypassing the package __init__ (which imports
+    fairseq): proves the module itself needs no fairseq."""
     import importlib.util
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "fairseq_crild" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_crild_pure_{name}", path)
+    *folders, stem = name.split(".")
+    path = Path(__file__).resolve().parents[1].joinpath("fairseq_crild", *folders, f"{stem}.py")
+    spec = importlib.util.spec_from_file_location(f"_crild_pure_{'_'.join(folders + [stem])}",
+                                                  path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being built
     spec.loader.exec_module(module)
     return module
 

@@ -17,6 +17,8 @@ import torch
 from tests.helpers_bert import load_pure_module
 
 L = load_pure_module("losses")
+# mixup's input mixing lives with the encoders that apply it (also free of fairseq)
+R = load_pure_module("models.requests")
 
 
 def np_softmax(row):
@@ -398,20 +400,20 @@ def test_mixup_partner():
 def test_mix_embeddings_and_mask():
     emb = torch.randn(3, 4, 5)
     partner = L.mixup_partner(3)
-    assert torch.equal(L.mix_embeddings(emb, partner, 1.0), emb)
+    assert torch.equal(R.mix_embeddings(emb, partner, 1.0), emb)
     lam = 0.7
-    mixed = L.mix_embeddings(emb, partner, lam)
+    mixed = R.mix_embeddings(emb, partner, lam)
     for i in range(3):
         ref = lam * emb[i] + (1 - lam) * emb[2 - i]
         assert torch.allclose(mixed[i], ref, atol=1e-6)
     assert torch.allclose(mixed[1], emb[1], atol=1e-6)  # odd B: middle is its own partner
     bf = emb.to(torch.bfloat16)
-    assert L.mix_embeddings(bf, partner, lam).dtype == torch.bfloat16
+    assert R.mix_embeddings(bf, partner, lam).dtype == torch.bfloat16
 
     mask = torch.tensor(
         [[True, True, False, False], [True, False, False, False], [True, True, True, False]]
     )
-    union = L.mix_padding_mask(mask, partner)
+    union = R.mix_padding_mask(mask, partner)
     assert union.tolist() == [
         [True, True, True, False],
         [True, False, False, False],
@@ -419,7 +421,7 @@ def test_mix_embeddings_and_mask():
     ]
     # fairseq convention (True = padding) through the documented inversion
     pad = ~mask
-    assert torch.equal(~L.mix_padding_mask(~pad, partner), ~union)
+    assert torch.equal(~R.mix_padding_mask(~pad, partner), ~union)
 
 
 # --------------------------------------------------------------------------- consistency
@@ -467,7 +469,7 @@ def test_consistency_attention_with_model_style_inf():
     g = torch.Generator().manual_seed(6)
     mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
     partner = L.mixup_partner(2)
-    union = L.mix_padding_mask(mask, partner)
+    union = R.mix_padding_mask(mask, partner)
     clean = torch.randn(2, 2, 4, 4, generator=g)
     clean = clean.masked_fill(~mask[:, None, None, :], float("-inf"))
     mixed = torch.randn(2, 2, 4, 4, generator=g, requires_grad=True)

@@ -65,11 +65,11 @@ def test_mixup_mixes_embeddings_and_unions_masks():
     assert torch.allclose(mixed["hidden_states"][0], lam * e + (1 - lam) * e[partner])
     pad = tokens.eq(PAD)
     assert torch.equal(mixed["padding_mask"], pad & pad[partner])
-    # the model mixes through the losses module's (tested) functions, the one definition
-    from fairseq_crild import losses
+    # the model mixes through the (tested) functions of models.requests, the one definition
+    from fairseq_crild.models import requests
 
-    assert torch.equal(mixed["hidden_states"][0], losses.mix_embeddings(e, partner, lam))
-    assert torch.equal(mixed["padding_mask"], ~losses.mix_padding_mask(~pad, partner))
+    assert torch.equal(mixed["hidden_states"][0], requests.mix_embeddings(e, partner, lam))
+    assert torch.equal(mixed["padding_mask"], ~requests.mix_padding_mask(~pad, partner))
 
 
 def test_heads_are_named_and_pooled():

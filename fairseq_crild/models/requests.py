@@ -4,6 +4,10 @@ Criterions never reach into model internals: they build a :class:`FeatureRequest
 the answers from the ``extra`` dict the model returns. Any encoder (BERT, RoBERTa, ...) that
 answers the same request works with every criterion. Nothing is kept unless requested, so a
 plain forward costs no extra memory.
+
+How a mixup input is formed (:func:`mix_embeddings`, :func:`mix_padding_mask`) is defined
+here, where the encoders apply it; the criterions only draw ``lam`` and the partners
+(``sample_mixup_lambda`` and ``mixup_partner`` of the losses module).
 """
 
 from __future__ import annotations
@@ -13,7 +17,26 @@ from typing import FrozenSet, Optional, Tuple
 
 import torch
 
-from fairseq_crild.losses import mix_embeddings, mix_padding_mask
+
+def mix_embeddings(emb: torch.Tensor, partner: torch.Tensor, lam: float) -> torch.Tensor:
+    """``lam * emb + (1 - lam) * emb[partner]`` along the batch dim (keeps emb's dtype).
+
+    lam == 1 returns ``emb`` itself, bit for bit (and skips the partner gather).
+    """
+    if lam == 1.0:
+        return emb
+    partner = partner.to(device=emb.device, dtype=torch.long)
+    return lam * emb + (1.0 - lam) * emb.index_select(0, partner)
+
+
+def mix_padding_mask(mask: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+    """Real-token mask of the mixed input: real where either example is real (a union).
+
+    ``mask`` is True at REAL tokens; for a fairseq padding mask use
+    ``~mix_padding_mask(~padding_mask, partner)``.
+    """
+    mask = mask.bool()
+    return mask | mask.index_select(0, partner.to(device=mask.device, dtype=torch.long))
 
 
 @dataclass(frozen=True)
@@ -30,8 +53,7 @@ class MixupSpec:
     def apply(self, x: torch.Tensor,
               padding_mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """The mixed embedding output and its fairseq padding mask (True = padding): padding
-        only where both examples are padded (:func:`fairseq_crild.losses.mix_embeddings`,
-        :func:`~fairseq_crild.losses.mix_padding_mask`)."""
+        only where both examples are padded (:func:`mix_embeddings`, :func:`mix_padding_mask`)."""
         mixed = mix_embeddings(x, self.partner, float(self.lam))
         return mixed, ~mix_padding_mask(~padding_mask, self.partner)
 
