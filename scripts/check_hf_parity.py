@@ -15,10 +15,10 @@ import tempfile
 
 import torch
 
-from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.data.dictionary import load_bert_dictionary
 from fairseq_crild.models import FeatureRequest
 from fairseq_crild.models.loading import load_bert
-from fairseq_crild.pretrained import resolve_hf_dir
+from fairseq_crild.models.pretrained import resolve_hf_dir
 
 
 def main(argv=None) -> int:

@@ -24,9 +24,9 @@ def main(argv=None) -> int:
     import torch
     from fairseq import checkpoint_utils
 
+    from fairseq_crild.distill.teacher import FrozenTeacher
     from fairseq_crild.models.requests import FeatureRequest
     from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
-    from fairseq_crild.teacher import FrozenTeacher
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")

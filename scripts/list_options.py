@@ -4,12 +4,12 @@
     python scripts/list_options.py [distill_glue cr_ild kd ...] [--kind criterion]
         [--format text|markdown]
 
-Same as ``python -m fairseq_crild.options_help`` (see there).
+Same as ``python -m fairseq_crild.cli.options_help`` (see there).
 """
 
 import sys
 
-from fairseq_crild.options_help import main
+from fairseq_crild.cli.options_help import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 import pytest
 import torch
 
-from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
+from fairseq_crild.data.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.bert import BertConfig, BertModel
 from fairseq_crild.models.hf_conversion import fairseq_checkpoint
 from fairseq_crild.models.roberta import RobertaStyleConfig, RobertaStyleModel

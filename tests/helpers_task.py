@@ -6,7 +6,7 @@ from __future__ import annotations
 import types
 from typing import Optional, Sequence
 
-from fairseq_crild.teacher import FrozenTeacher
+from fairseq_crild.distill.teacher import FrozenTeacher
 from tests.helpers_bert import toy_dictionary
 
 

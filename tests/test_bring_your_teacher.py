@@ -11,14 +11,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.data.dictionary import load_bert_dictionary
+from fairseq_crild.distill.teacher import FrozenTeacher, TeacherMismatchError
 from fairseq_crild.models.arch_check import (
     ArchMismatchError,
     arch_flags,
     guard_checkpoint_loading,
     mismatch_message,
 )
-from fairseq_crild.teacher import FrozenTeacher, TeacherMismatchError
 from tests.conftest import run_script
 from tests.helpers_bert import make_tiny_hf_folder
 
@@ -109,7 +109,7 @@ def test_generic_labels_accepted_with_a_warning(hf_classifier, tmp_path, caplog)
     state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
     assert "label_names" not in state["task_state"]
     assert state["task_state"]["hf_id2label"] == ["LABEL_0", "LABEL_1"]
-    with caplog.at_level(logging.WARNING, logger="fairseq_crild.teacher"):
+    with caplog.at_level(logging.WARNING, logger="fairseq_crild.distill.teacher"):
         _load(out)
     warned = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warned and "not checked" in warned[0].getMessage()

@@ -9,12 +9,12 @@ import shutil
 import pytest
 import torch
 
-from fairseq_crild import checkpoint_roles as roles
-from fairseq_crild.checkpoint_safety import UnsafeCheckpointError
-from fairseq_crild.dictionary import load_bert_dictionary
-from fairseq_crild.hub import GlueClassifier
+from fairseq_crild.data.dictionary import load_bert_dictionary
+from fairseq_crild.distill import checkpoint_roles as roles
+from fairseq_crild.distill.teacher import FrozenTeacher, TeacherMismatchError
+from fairseq_crild.export.hub import GlueClassifier
 from fairseq_crild.models.loading import read_checkpoint
-from fairseq_crild.teacher import FrozenTeacher, TeacherMismatchError
+from fairseq_crild.patches.checkpoint_safety import UnsafeCheckpointError
 from tests.conftest import run_script
 from tests.test_fairseq_train import teacher, train  # noqa: F401  (fixture: glue_ce teacher)
 

@@ -9,7 +9,7 @@ import torch
 from fairseq import checkpoint_utils
 
 import fairseq_crild  # noqa: F401  (installs the allow-list)
-from fairseq_crild.checkpoint_safety import UnsafeCheckpointError
+from fairseq_crild.patches.checkpoint_safety import UnsafeCheckpointError
 
 
 def _fairseq_like_state(**extra):

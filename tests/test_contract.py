@@ -16,8 +16,8 @@ from fairseq_crild.criterions.contract import (
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.criterions.glue_ce import GlueCrossEntropyCriterion
 from fairseq_crild.criterions.kd import KdCriterion
+from fairseq_crild.distill.teacher import FrozenTeacher
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
-from fairseq_crild.teacher import FrozenTeacher
 from tests.helpers_bert import toy_bert
 from tests.helpers_task import FakeDistillTask, OneTeacherTask
 

@@ -4,9 +4,9 @@
 import pytest
 import torch
 
-from fairseq_crild import losses
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
 from fairseq_crild.criterions.kd import KdCriterion
+from fairseq_crild.distill import losses
 from tests.helpers_bert import TOY_VOCAB, toy_bert, toy_dictionary
 from tests.helpers_task import OneTeacherTask
 

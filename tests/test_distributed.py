@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from fairseq_crild.distributed import free_port, resolve_cpu_launch
+from fairseq_crild.patches.distributed import free_port, resolve_cpu_launch
 from tests.conftest import ROOT, run_script
 from tests.test_errors_distill import write_teacher
 

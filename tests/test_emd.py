@@ -1,5 +1,5 @@
-"""EMD layer mapping (fairseq_crild/emd.py): the transport plan, unit transport costs, the two
-weight updates (``--emd-variant release`` and the fixed ``bert_emd``), the per-epoch reset,
+"""EMD layer mapping (fairseq_crild/distill/emd.py): the transport plan, unit transport costs,
+the two weight updates (``--emd-variant release`` and the fixed ``bert_emd``), the per-epoch reset,
 the attention-score MSE cost, the worker average, and the layer weights across a checkpoint
 (in process and through fairseq-train resume). Expected values are computed by hand in the
 comments (exact fractions) or in plain float64 Python."""
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
-from fairseq_crild.emd import (
+from fairseq_crild.distill.emd import (
     EmdLayerWeights,
     cost_attention,
     pairwise_attention_kl,
@@ -249,7 +249,7 @@ def test_pairwise_attention_mse_by_hand():
 
 @pytest.mark.parametrize("kl", [True, False])
 def test_pairwise_attention_kl_equals_attention_kl_pair_by_pair(kl):
-    from fairseq_crild import losses
+    from fairseq_crild.distill import losses
 
     gen = torch.Generator().manual_seed(0)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]], dtype=torch.bool)
@@ -417,7 +417,7 @@ def test_release_loss_uses_attention_score_mse_and_hidden_mse():
 
 
 def test_emd_loss_is_the_flow_weighted_sum_of_layer_losses():
-    from fairseq_crild import losses
+    from fairseq_crild.distill import losses
 
     teacher, student = _bert(4, 0), _bert(2, 1)
     crit = _emd_criterion(_Task(teacher), student.eval(), ild_objects="hidden",

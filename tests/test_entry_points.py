@@ -8,7 +8,7 @@ import types
 import pytest
 import torch
 
-from fairseq_crild.device import PrecisionConfigError, check_precision
+from fairseq_crild.patches.device import PrecisionConfigError, check_precision
 from tests.conftest import run_script
 from tests.test_fairseq_train import train
 

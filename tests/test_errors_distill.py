@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from fairseq_crild.dictionary import load_bert_dictionary, vocab_fingerprint
-from fairseq_crild.distributed import DistributedConfigError, apply_global_batch
+from fairseq_crild.data.dictionary import load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.models.loading import load_bert
+from fairseq_crild.patches.distributed import DistributedConfigError, apply_global_batch
 from tests.conftest import run_script
 from tests.test_fairseq_train import COMMON
 
@@ -131,19 +131,19 @@ def test_real_processes_end_with_the_same_line(failures):
 
 def test_teacher_with_other_vocabulary(failures):
     teacher, line = failures["vocab"]
-    assert line.startswith("fairseq_crild.teacher.TeacherMismatchError: teacher ")
+    assert line.startswith("fairseq_crild.distill.teacher.TeacherMismatchError: teacher ")
     assert teacher in line and "vocabulary differs" in line and "different symbols" in line
 
 
 def test_teacher_with_another_label_count(failures):
     teacher, line = failures["classes"]
-    assert line.startswith("fairseq_crild.teacher.TeacherMismatchError: teacher ")
+    assert line.startswith("fairseq_crild.distill.teacher.TeacherMismatchError: teacher ")
     assert teacher in line and "has 3 outputs, the task has 2 classes" in line
 
 
 def test_teacher_with_other_label_names(tiny_env, tmp_path):
     """Same count, another order: checked at load time (in-process: same code path)."""
-    from fairseq_crild.teacher import FrozenTeacher, TeacherMismatchError
+    from fairseq_crild.distill.teacher import FrozenTeacher, TeacherMismatchError
 
     path = write_teacher(tiny_env, tmp_path / "t.pt",
                          label_names=("not_entailment", "entailment"))
@@ -159,8 +159,8 @@ def test_teacher_checkpoint_missing(failures):
 
 def test_teacher_checkpoint_truncated(failures):
     bad, line = failures["truncated"]
-    assert line.startswith("fairseq_crild.checkpoint_safety.UnsafeCheckpointError: cannot read "
-                           f"checkpoint {bad}: ")
+    assert line.startswith("fairseq_crild.patches.checkpoint_safety.UnsafeCheckpointError: "
+                           f"cannot read checkpoint {bad}: ")
     assert line.endswith("(truncated or not a torch checkpoint)")
 
 
@@ -179,14 +179,14 @@ def test_max_positions_beyond_the_position_table(failures):
 
 def test_world_size_that_does_not_divide_the_global_batch(failures):
     _, line = failures["world_size"]
-    assert line.startswith("fairseq_crild.distributed.DistributedConfigError: "
+    assert line.startswith("fairseq_crild.patches.distributed.DistributedConfigError: "
                            "--global-batch-size 8 is not divisible by world size 3 x "
                            "--update-freq 1 = 3")
 
 
 def test_update_freq_that_does_not_divide_the_global_batch(failures):
     _, line = failures["update_freq"]
-    assert line.startswith("fairseq_crild.distributed.DistributedConfigError: "
+    assert line.startswith("fairseq_crild.patches.distributed.DistributedConfigError: "
                            "--global-batch-size 9 is not divisible by world size 1 x "
                            "--update-freq 2 = 2")
 

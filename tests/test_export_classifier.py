@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.data.dictionary import load_bert_dictionary
 from fairseq_crild.models.loading import load_bert
 from tests.conftest import run_script
 from tests.helpers_bert import rte_pairs

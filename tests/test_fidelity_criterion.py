@@ -14,11 +14,11 @@ from functools import partial
 import pytest
 import torch
 
-from fairseq_crild import losses
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
-from fairseq_crild.distributed import batch_generator
+from fairseq_crild.distill import losses
 from fairseq_crild.models import FeatureRequest
 from fairseq_crild.models.requests import MixupSpec
+from fairseq_crild.patches.distributed import batch_generator
 from tests.helpers_bert import toy_bert
 from tests.test_distill_criterions import _bert, _sample, _step, _Task
 

@@ -85,7 +85,7 @@ for _ in range(40):
 
 @pytest.fixture(scope="module")
 def hub_labels(tiny_env, teacher):  # noqa: F811
-    from fairseq_crild.hub import GlueClassifier
+    from fairseq_crild.export.hub import GlueClassifier
 
     clf = GlueClassifier.from_pretrained(teacher, data_name_or_path=str(tiny_env["data"]))
     return lambda pairs: [clf.labels[i] for i in clf.logits(pairs, 32).argmax(-1).tolist()]

@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fairseq_crild.data.binarize import load_labels, read_index
+from fairseq_crild.data.dictionary import dictionary_from_vocab, load_bert_dictionary
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
-from fairseq_crild.dictionary import dictionary_from_vocab, load_bert_dictionary
 from tests.helpers_files import tree_digest
 
 pytestmark = pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")

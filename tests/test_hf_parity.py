@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.data.dictionary import load_bert_dictionary
 from fairseq_crild.models import FeatureRequest
 from fairseq_crild.models.loading import load_bert
 from tests.helpers_bert import make_tiny_hf_folder, rte_pairs

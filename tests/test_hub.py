@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from fairseq_crild.hub import GlueClassifier
+from fairseq_crild.export.hub import GlueClassifier
 from fairseq_crild.models.loading import load_bert
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
 from tests.conftest import run_script

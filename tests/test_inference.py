@@ -1,10 +1,10 @@
-"""fairseq_crild.inference: the one batching / logits loop the hub, crild-predict, the report,
+"""fairseq_crild.data.inference: the one batching / logits loop the hub, crild-predict, the report,
 the teacher-logit cache and the exports share."""
 
 import pytest
 import torch
 
-from fairseq_crild.inference import batched, head_forward, predict_logits
+from fairseq_crild.data.inference import batched, head_forward, predict_logits
 
 
 class Rows:

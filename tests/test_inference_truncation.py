@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from fairseq_crild.data.tokenization import encode_texts
-from fairseq_crild.hub import GlueClassifier
-from fairseq_crild.inference_length import inference_max_positions, trained_max_positions
+from fairseq_crild.export.hub import GlueClassifier
+from fairseq_crild.export.inference_length import inference_max_positions, trained_max_positions
 from fairseq_crild.models.loading import load_bert, read_checkpoint
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
 from tests.conftest import run_script
@@ -179,7 +179,7 @@ def test_classify_cli_truncates_at_the_training_length(long_env):
 
 
 def test_predict_glue_truncates_at_the_training_length(long_env):
-    from fairseq_crild.hub import predict_split
+    from fairseq_crild.export.hub import predict_split
 
     task, preds = predict_split(str(long_env["ckpt"]), str(long_env["data"]), "valid")
     assert task.cfg.max_positions == TRAINED

@@ -196,7 +196,7 @@ def _updates(path):
     ({"checkpoint_last.pt": (5, "cut")}, None, None),  # nothing to resume from: left alone
 ])
 def test_repair_last_checkpoint_picks_the_newest_intact(tmp_path, files, copied, last_after):
-    from fairseq_crild.atomic_checkpoints import repair_last_checkpoint
+    from fairseq_crild.patches.atomic_checkpoints import repair_last_checkpoint
 
     for name, spec in files.items():
         updates, tail = spec if isinstance(spec, tuple) else (spec, "")
@@ -224,7 +224,7 @@ def test_repair_last_checkpoint_picks_the_newest_intact(tmp_path, files, copied,
 def test_the_hook_leaves_explicit_restore_files_and_resume_from_last_alone(tmp_path):
     import types
 
-    from fairseq_crild.atomic_checkpoints import _load_checkpoint
+    from fairseq_crild.patches.atomic_checkpoints import _load_checkpoint
 
     _fake_checkpoint(tmp_path / "checkpoint_1_5.pt", 5)
     calls = []

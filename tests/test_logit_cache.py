@@ -10,9 +10,9 @@ import torch
 from fairseq_crild.criterions.kd import KdCriterion
 from fairseq_crild.data import logit_cache
 from fairseq_crild.data.logit_cache import TeacherLogitCache, data_fingerprint
+from fairseq_crild.distill.teacher import FrozenTeacher
 from fairseq_crild.models import BertConfig, BertModel
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
-from fairseq_crild.teacher import FrozenTeacher
 
 
 def _write_teacher(tiny_env, path, seed):

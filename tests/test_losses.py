@@ -1,4 +1,4 @@
-"""Unit tests of fairseq_crild/losses.py against plain-python / numpy reference loops.
+"""Unit tests of fairseq_crild/distill/losses.py against plain-python / numpy reference loops.
 
 The module is loaded from its file, not through the package, so these tests need neither
 fairseq nor the rest of the plugin (the package __init__ imports fairseq).
@@ -16,7 +16,7 @@ import torch
 
 from tests.helpers_bert import load_pure_module
 
-L = load_pure_module("losses")
+L = load_pure_module("distill.losses")
 # mixup's input mixing lives with the encoders that apply it (also free of fairseq)
 R = load_pure_module("models.requests")
 

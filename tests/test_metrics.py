@@ -1,4 +1,4 @@
-"""fairseq_crild/metrics.py: metrics from summed per-batch statistics equal sklearn / scipy
+"""fairseq_crild/data/metrics.py: metrics from summed per-batch statistics equal sklearn / scipy
 on the full arrays. The module is loaded from its file (no fairseq needed)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from tests.helpers_bert import load_pure_module
 
-M = load_pure_module("metrics")
+M = load_pure_module("data.metrics")
 TOL = 1e-9
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from fairseq_crild.distill.student_init import copy_layers_into, select_source_layers
 from fairseq_crild.models import BertConfig, BertModel, FeatureRequest, MixupSpec
-from fairseq_crild.student_init import copy_layers_into, select_source_layers
 
 PAD = 1
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from fairseq_crild.criterions.kd import KdCriterion, combine_teacher_logits
+from fairseq_crild.distill.teacher import TeacherMismatchError, parse_teacher_weights
 from fairseq_crild.models import BertConfig, BertModel
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask, GlueDataError
-from fairseq_crild.teacher import TeacherMismatchError, parse_teacher_weights
 from tests.conftest import run_script
 from tests.helpers_task import FakeDistillTask
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from fairseq_crild.options_help import format_markdown, format_text, main, plugin_components
+from fairseq_crild.cli.options_help import format_markdown, format_text, main, plugin_components
 from tests.conftest import run_script
 
 EXPECTED = {("task", "distill_glue"), ("criterion", "cr_ild"), ("criterion", "kd"),

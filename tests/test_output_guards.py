@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fairseq_crild.data.binarize import UnknownTokenError, prepare_task
-from fairseq_crild.dictionary import dictionary_from_vocab, load_bert_dictionary
+from fairseq_crild.data.dictionary import dictionary_from_vocab, load_bert_dictionary
 from fairseq_crild.outputs import (
     OutputExistsError,
     OutputOverlapsInputError,
@@ -315,7 +315,7 @@ def test_a_file_that_is_not_the_dictionary_is_refused_in_one_line(env, capsys, k
     elif kind == "edited":  # a dict.txt that is not the one convert_hf_bert.py wrote
         d = dictionary_from_vocab(VOCAB[:9])
         d.save(path)
-        from fairseq_crild.dictionary import vocab_fingerprint
+        from fairseq_crild.data.dictionary import vocab_fingerprint
 
         full = dictionary_from_vocab(VOCAB[:5] + ["x", "y", "z", "w"])
         write(os.path.join(os.path.dirname(path), "tokenizer_config.json"), json.dumps(
@@ -339,7 +339,7 @@ def test_converted_folder_records_its_vocabulary(env, tmp_path):
     out = str(tmp_path / "conv")
     assert convert([make_tiny_hf_folder(str(tmp_path / "hf")), out]) == 0
     d = load_bert_dictionary(os.path.join(out, "dict.txt"))
-    from fairseq_crild.dictionary import vocab_fingerprint
+    from fairseq_crild.data.dictionary import vocab_fingerprint
 
     cfg = json.load(open(os.path.join(out, "tokenizer_config.json")))
     assert cfg["crild_vocab_size"] == len(d) and cfg["crild_vocab_sha256"] == \

@@ -7,9 +7,9 @@ import types
 import pytest
 
 import fairseq_crild  # noqa: F401  (installs the patches)
-from fairseq_crild import atomic_checkpoints, checkpoint_safety, distributed
 from fairseq_crild.optim import param_groups
-from fairseq_crild.patching import (
+from fairseq_crild.patches import atomic_checkpoints, checkpoint_safety, distributed
+from fairseq_crild.patches.patching import (
     FAIRSEQ_VERSIONS,
     PATCHES,
     installed_fairseq_version,
@@ -69,7 +69,7 @@ def test_patch_once_is_idempotent_and_warns_on_another_fairseq(caplog):
         calls.append(original)
         return lambda x: original(x) * 10
 
-    with caplog.at_level(logging.WARNING, logger="fairseq_crild.patching"):
+    with caplog.at_level(logging.WARNING, logger="fairseq_crild.patches.patching"):
         assert patch_once(owner, "f", wrap, "test", fairseq=("0.0.1",))
         assert not patch_once(owner, "f", wrap, "test", fairseq=("0.0.1",))
     assert owner.f(1) == 20 and len(calls) == 1

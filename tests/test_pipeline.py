@@ -75,7 +75,7 @@ def _check_report_contents(report, md, run_dir, tiny_env):
     names, commands from the train.logs, the last logged stage-1 loss terms."""
     import csv
 
-    from fairseq_crild.hub import GlueClassifier
+    from fairseq_crild.export.hub import GlueClassifier
 
     names = ["entailment", "not_entailment"]
     with open(tiny_env["glue"] / "RTE" / "dev.tsv", encoding="utf-8") as f:

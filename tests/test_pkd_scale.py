@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from fairseq_crild import losses as L
 from fairseq_crild.criterions.cr_ild import CrIldConfig, CrIldCriterion
+from fairseq_crild.distill import losses as L
 from fairseq_crild.models import FeatureRequest
 from tests.helpers_bert import TOY_VOCAB, toy_bert
 from tests.helpers_task import OneTeacherTask

@@ -9,9 +9,9 @@ import pytest
 from fairseq.data import data_utils
 
 from fairseq_crild.data.binarize import load_labels, prepare_task, read_index
+from fairseq_crild.data.dictionary import dictionary_from_vocab
 from fairseq_crild.data.glue_tasks import GlueFormatError
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
-from fairseq_crild.dictionary import dictionary_from_vocab
 from fairseq_crild.outputs import OutputExistsError
 from tests.conftest import run_script
 from tests.helpers_files import tree_digest

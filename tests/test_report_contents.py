@@ -71,7 +71,7 @@ def _split_predictions(path, data, pairs):
     nothing."""
     import torch
 
-    from fairseq_crild.hub import GlueClassifier
+    from fairseq_crild.export.hub import GlueClassifier
 
     state = torch.load(path, weights_only=False)
     head = state["model"]
@@ -103,7 +103,7 @@ def two_models(tiny_env, tmp_path_factory):
 
 
 def test_dev_outputs_equal_the_hub_and_the_summary_equals_plain_python(tiny_env, two_models):
-    from fairseq_crild.hub import GlueClassifier
+    from fairseq_crild.export.hub import GlueClassifier
 
     data = str(tiny_env["data"])
     out = dev_outputs(data, two_models, max_len=64, batch_size=5)  # batches cross example 5

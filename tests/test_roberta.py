@@ -112,10 +112,10 @@ def test_teacher_conversion_matches_fairseq_roberta(roberta_env):
     outputs: every layer's hidden states, the last features and the head's logits."""
     from fairseq import checkpoint_utils
 
+    from fairseq_crild.distill.teacher import FrozenTeacher
     from fairseq_crild.models.loading import load_bert
     from fairseq_crild.models.requests import FeatureRequest
     from fairseq_crild.models.roberta import RobertaStyleModel
-    from fairseq_crild.teacher import FrozenTeacher
 
     models, _, _ = checkpoint_utils.load_model_ensemble_and_task([str(roberta_env["teacher"])])
     ref = models[0].eval()
@@ -153,8 +153,8 @@ def test_teacher_conversion_matches_fairseq_roberta(roberta_env):
 def test_teacher_mismatches_name_the_files(roberta_env, tmp_path):
     """A vocabulary or label order other than the teacher's fine-tuning data is refused with
     both files named; a BERT-layout folder is refused for a RoBERTa student."""
+    from fairseq_crild.distill.teacher import FrozenTeacher, TeacherMismatchError
     from fairseq_crild.tasks.distill_glue import GlueDataError
-    from fairseq_crild.teacher import FrozenTeacher, TeacherMismatchError
 
     data = roberta_env["data"]
     dict_path = str(data / "input0" / "dict.txt")

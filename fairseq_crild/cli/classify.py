@@ -84,7 +84,7 @@ def _read_input(path: str) -> List[Tuple[int, Example]]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from fairseq_crild.hub import add_loading_options
+    from fairseq_crild.export.hub import add_loading_options
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("checkpoint", help="checkpoint file, or a folder holding checkpoint_best.pt")
@@ -103,8 +103,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _classify(args) -> List[str]:
-    from fairseq_crild.checkpoint_safety import UnsafeCheckpointError
-    from fairseq_crild.hub import GlueClassifier
+    from fairseq_crild.export.hub import GlueClassifier
+    from fairseq_crild.patches.checkpoint_safety import UnsafeCheckpointError
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: give a positive number of examples "

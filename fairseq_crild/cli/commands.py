@@ -17,7 +17,7 @@ COMMANDS = {
                           "fairseq-hydra-train with the plugin imported first"),
     "crild-write-configs": ("fairseq_crild.cli.write_configs:main",
                             "write the hydra configs (absolute common.user_dir)"),
-    "crild-options": ("fairseq_crild.options_help:main",
+    "crild-options": ("fairseq_crild.cli.options_help:main",
                       "every option of the plugin's components, with its help"),
     "crild-export-hf": ("fairseq_crild.cli.export_hf:main",
                         "student -> transformers classifier folder (parity checked)"),

@@ -23,8 +23,8 @@ only fairseq RoBERTa checkpoints are read (directly, no conversion).
 import argparse
 import sys
 
-from fairseq_crild.convert import convert_to_folder
 from fairseq_crild.errors import CrildError
+from fairseq_crild.models.convert import convert_to_folder
 
 
 def main(argv=None) -> int:

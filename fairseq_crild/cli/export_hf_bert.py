@@ -22,10 +22,10 @@ import argparse
 import os
 import sys
 
-from fairseq_crild.dictionary import load_bert_dictionary
+from fairseq_crild.data.dictionary import load_bert_dictionary
 from fairseq_crild.errors import CrildError
+from fairseq_crild.export.inference_length import inference_max_positions
 from fairseq_crild.export.student import TOLERANCE
-from fairseq_crild.inference_length import inference_max_positions
 from fairseq_crild.models.hf_conversion import ConversionError
 from fairseq_crild.models.loading import load_bert
 from fairseq_crild.outputs import check_not_an_input

@@ -5,8 +5,8 @@
 
 fairseq-hydra-train imports ``common.user_dir`` only inside the training function, after its
 launcher has run, so the plugin's CPU distributed fixes (gloo, CPU DDP, the spawn of
-``distributed_world_size`` processes; see fairseq_crild/distributed.py) come too late for it.
-Importing the plugin before fairseq's own entry point applies them; everything else is
+``distributed_world_size`` processes; see fairseq_crild/patches/distributed.py) come too late
+for it. Importing the plugin before fairseq's own entry point applies them; everything else is
 fairseq-hydra-train unchanged (same arguments, same overrides). One addition: when no
 ``common.user_dir=`` override is given and the current directory has no ``fairseq_crild``
 folder (so a config's relative ``common.user_dir: fairseq_crild`` would not resolve),

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from fairseq_crild.data.binarize import read_index
 from fairseq_crild.errors import CrildError
-from fairseq_crild.hub import add_loading_options, predict_split
+from fairseq_crild.export.hub import add_loading_options, predict_split
 
 SERVER_NAMES = {("MNLI", "test"): "MNLI-m", ("MNLI", "test_mm"): "MNLI-mm"}
 

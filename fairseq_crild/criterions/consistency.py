@@ -4,7 +4,7 @@ input and the mix of its clean features.
 
 The draws are seeded by (--seed, update, the batch's place in the update's global batch),
 so a resumed run, and N ranks x --update-freq U, draw what one uninterrupted process with
---update-freq N*U draws (:func:`fairseq_crild.distributed.batch_generator`).
+--update-freq N*U draws (:func:`fairseq_crild.patches.distributed.batch_generator`).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any, Callable, Dict, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from fairseq_crild import losses
 from fairseq_crild.criterions.ild_features import EMBEDDING_KEY, object_of
-from fairseq_crild.distributed import batch_generator
+from fairseq_crild.distill import losses
 from fairseq_crild.models.requests import MixupSpec
+from fairseq_crild.patches.distributed import batch_generator
 
 
 class MicroBatchCounter:
@@ -64,7 +64,7 @@ def consistency_term(mixed: Dict[str, Any], clean: Dict[str, Any], objects: Sequ
                      mixup: MixupSpec, mask: Tensor,
                      distance_of: Callable[[str], Callable[..., Tensor]]) -> Tensor:
     """Sum over the consistency objects' features of ``lam * l(mixed, clean) + (1 - lam) *
-    l(mixed, clean of the partner)`` (:func:`fairseq_crild.losses.consistency_loss`;
+    l(mixed, clean of the partner)`` (:func:`fairseq_crild.distill.losses.consistency_loss`;
     ``distance_of(obj)``: the object's ILD distance l on single tensors)."""
     total = 0.0
     for key, value in mixed.items():

@@ -27,7 +27,7 @@ from fairseq_crild.errors import CrildError
 if TYPE_CHECKING:  # typing only: the criterions import the teacher themselves
     from fairseq.data import Dictionary
 
-    from fairseq_crild.teacher import FrozenTeacher
+    from fairseq_crild.distill.teacher import FrozenTeacher
 
 
 class TaskContractError(CrildError, TypeError):

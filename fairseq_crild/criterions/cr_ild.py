@@ -44,7 +44,7 @@ from fairseq_crild.criterions.ild_layers import (
 )
 from fairseq_crild.criterions.ild_precision import KeepsFp32Children, follow_student
 from fairseq_crild.criterions.ild_presets import PRESETS, IldOptions, resolve_options
-from fairseq_crild.emd import EmdLayerWeights
+from fairseq_crild.distill.emd import EmdLayerWeights
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ class CrIldConfig(FairseqDataclass):
                                  "temperature) to the updated layer weights, as the BERT-EMD "
                                  "code does (on), or stop at the paper's softmax(w / T) (off, "
                                  "default): on pins the weights near e:1:...:1 whatever the "
-                                 "costs (fairseq_crild/emd.py)"}
+                                 "costs (fairseq_crild/distill/emd.py)"}
     )
     num_relation_heads: int = field(
         default=0, metadata={"help": "relation heads R for the Q/K/V relation loss (0: the "
@@ -266,7 +266,7 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
     def _emd_terms(self, s_extra: Dict[str, Any], t_extra: Dict[str, Any],
                    s_feats: Dict[str, Any], t_feats: Dict[str, Any], mask: Tensor,
                    update: bool) -> Dict[str, Tensor]:
-        """BERT-EMD (fairseq_crild/emd.py, --emd-variant): per object, the M x N matrix of
+        """BERT-EMD (fairseq_crild/distill/emd.py, --emd-variant): per object, the M x N matrix of
         per-layer costs between every student and teacher layer, weighted by the EMD flow;
         during training the layer weights are reset at each new epoch (release variant) and
         updated from the flow after it; plus the embedding-output MSE."""

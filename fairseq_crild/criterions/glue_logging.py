@@ -21,7 +21,7 @@ import torch
 from fairseq.logging import metrics
 from fairseq.logging.meters import ConcatTensorMeter
 
-from fairseq_crild import metrics as glue
+from fairseq_crild.data import metrics as glue
 
 STAT_PREFIX = "_glue_"
 PRED_KEY, TARGET_KEY = "_glue_preds", "_glue_targets"

@@ -3,7 +3,7 @@ KL / CE and the Q/K/V relation KL, under the padding modes the options chose.
 
 One place decides the distance of an object, so the layer-to-layer terms, BERT-EMD's cost
 matrices and the consistency term all measure an object the same way. The loss functions
-themselves are the pure ones of :mod:`fairseq_crild.losses`.
+themselves are the pure ones of :mod:`fairseq_crild.distill.losses`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from torch import Tensor
 
-from fairseq_crild import losses
+from fairseq_crild.distill import losses
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class IldDistance:
 
     def on_single_tensors(self, obj: str) -> Callable[..., Tensor]:
         """The distance of ``obj`` on single tensors, as the consistency term wants it
-        (:func:`fairseq_crild.losses.consistency_loss` sums over the Q/K/V entries itself)."""
+        (:func:`fairseq_crild.distill.losses.consistency_loss` sums over the Q/K/V entries
+        itself)."""
         if obj == "hidden":
             return partial(losses.hidden_mse, pad_mask_mode=self.pad_mode)
         if obj == "attention":

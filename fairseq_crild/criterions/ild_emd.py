@@ -1,7 +1,7 @@
-"""The glue between ``cr_ild`` and BERT-EMD (:mod:`fairseq_crild.emd`): which weight update
+"""The glue between ``cr_ild`` and BERT-EMD (:mod:`fairseq_crild.distill.emd`): which weight update
 and attention cost the options chose, and the M x N cost matrices of the distilled features.
 
-The transport, the layer weights and their updates live in :mod:`fairseq_crild.emd`; this
+The transport, the layer weights and their updates live in :mod:`fairseq_crild.distill.emd`; this
 module only maps the criterion's features and distance onto it.
 """
 
@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from torch import Tensor
 
 from fairseq_crild.criterions.ild_distance import IldDistance
-from fairseq_crild.emd import (
+from fairseq_crild.distill.emd import (
     EmdLayerWeights,
     cost_matrix,
     pairwise_attention_kl,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Sequence, Tuple
 
-from fairseq_crild import losses
+from fairseq_crild.distill import losses
 
 
 @dataclass(frozen=True)

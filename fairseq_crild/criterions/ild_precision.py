@@ -5,7 +5,7 @@ fairseq halves the criterion (``half()``) under --fp16 and casts it (``to(dtype)
 (1 - decay) = 0.1% are below half precision's resolution, so a half EMA would never move.
 The teacher follows the student's device and dtype at every forward (it is no module of the
 criterion, so no cast reaches it). BERT-EMD's layer weights keep float64 by themselves
-(:class:`fairseq_crild.emd.EmdLayerWeights`).
+(:class:`fairseq_crild.distill.emd.EmdLayerWeights`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Tuple
 from torch import nn
 
 if TYPE_CHECKING:  # typing only: the task hands the criterion its teacher
-    from fairseq_crild.teacher import FrozenTeacher
+    from fairseq_crild.distill.teacher import FrozenTeacher
 
 
 class KeepsFp32Children(nn.Module):

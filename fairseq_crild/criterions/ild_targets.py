@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from fairseq_crild import losses
+from fairseq_crild.distill import losses
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,6 @@ from fairseq.dataclass import FairseqDataclass
 from fairseq.logging import metrics
 from torch import Tensor
 
-from fairseq_crild import losses
 from fairseq_crild.criterions.contract import DistillTaskState, require
 from fairseq_crild.criterions.glue_ce import supervised_loss
 from fairseq_crild.criterions.glue_logging import (
@@ -27,7 +26,8 @@ from fairseq_crild.criterions.glue_logging import (
     reduce_glue_metrics,
 )
 from fairseq_crild.data.logit_cache import TeacherLogitCache
-from fairseq_crild.teacher import FrozenTeacher
+from fairseq_crild.distill import losses
+from fairseq_crild.distill.teacher import FrozenTeacher
 
 
 def combine_teacher_logits(logits: List[Tensor], weights: List[float], temperature: float,

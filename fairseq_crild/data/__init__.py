@@ -8,7 +8,13 @@
 * :mod:`~fairseq_crild.data.pair_dataset`: the ``[CLS] a [SEP] b [SEP]`` dataset the task
   trains on (:mod:`~fairseq_crild.data.roberta_data`: RoBERTa's layout);
 * :mod:`~fairseq_crild.data.layout`: which of the two a folder is in (dictionary, dataset
-  class, labels), and the one memory-mapped column reader.
+  class, labels), and the one memory-mapped column reader;
+* :mod:`~fairseq_crild.data.dictionary`: BERT vocabularies as fairseq dictionaries (below the
+  models, whose conversions order embedding rows by it);
+* :mod:`~fairseq_crild.data.metrics`: the GLUE dev metrics from summable statistics;
+* :mod:`~fairseq_crild.data.inference`: the one loop that batches a dataset through a model.
+
+The data layer imports no model: it sits below ``models``.
 
 Nothing is imported here, so that importing one module does not pull in the others.
 """

@@ -42,6 +42,7 @@ import torch
 from fairseq.data import Dictionary, indexed_dataset
 from tqdm import tqdm
 
+from fairseq_crild.data.dictionary import BERT_SPECIALS, load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.data.glue_tasks import (
     EXTRA_COLUMNS,
     Example,
@@ -59,7 +60,6 @@ from fairseq_crild.data.tokenization import (
     read_tokenizer_config,
     set_workers,
 )
-from fairseq_crild.dictionary import BERT_SPECIALS, load_bert_dictionary, vocab_fingerprint
 from fairseq_crild.errors import CrildError
 from fairseq_crild.outputs import atomic_output_dir, check_not_an_input, check_output_dir
 

@@ -20,6 +20,7 @@ import numpy as np
 from fairseq.data import Dictionary, data_utils
 
 from fairseq_crild.data.binarize import load_labels
+from fairseq_crild.data.dictionary import load_bert_dictionary
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.roberta_data import (
     RobertaPairDataset,
@@ -27,7 +28,6 @@ from fairseq_crild.data.roberta_data import (
     load_roberta_dictionary,
     load_roberta_labels,
 )
-from fairseq_crild.dictionary import load_bert_dictionary
 
 
 @dataclass(frozen=True)

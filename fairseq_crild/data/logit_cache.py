@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fairseq_crild.data.dictionary import vocab_fingerprint
+from fairseq_crild.data.inference import predict_logits
 from fairseq_crild.data.layout import load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
-from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.errors import CrildError
-from fairseq_crild.inference import predict_logits
 
 logger = logging.getLogger(__name__)
 

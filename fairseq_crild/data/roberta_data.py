@@ -45,9 +45,9 @@ from fairseq_crild.data.binarize import (
     sha256_file,
     write_meta,
 )
+from fairseq_crild.data.dictionary import vocab_fingerprint
 from fairseq_crild.data.glue_tasks import Example, GlueFormatError, GlueTask, get_task
 from fairseq_crild.data.pair_dataset import SentencePairDataset, longest_first
-from fairseq_crild.dictionary import vocab_fingerprint
 from fairseq_crild.outputs import atomic_output_dir, check_output_dir
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """BERT WordPiece tokenisation (the ``tokenizers`` library) straight into dictionary ids.
 
 The tokenizer's vocabulary maps every symbol to its index in the fairseq dictionary (see
-:mod:`fairseq_crild.dictionary`), so the ids it returns are the ids the model embeds: no
+:mod:`fairseq_crild.data.dictionary`), so the ids it returns are the ids the model embeds: no
 string round trip, no re-numbering. Normalisation and pre-tokenisation are BERT's own
 (BertNormalizer + BertPreTokenizer, as HF's fast BERT tokenizer does), so ids match what the
 HF teacher saw. No special tokens are added: the task adds [CLS]/[SEP] when it pairs and
@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from fairseq.data import Dictionary
 from tokenizers import BertWordPieceTokenizer
 
-from fairseq_crild.dictionary import UNK
+from fairseq_crild.data.dictionary import UNK
 
 
 def build_tokenizer(dictionary: Dictionary, lowercase: bool = True) -> BertWordPieceTokenizer:

@@ -10,7 +10,7 @@ model's input layout (BERT's ``[CLS] a [SEP] b [SEP]`` + token types, or RoBERTa
 Checkpoints are read through the plugin's safe loader. A checkpoint whose recorded role is not
 a classifier's (a stage-1 ILD student: its head was never trained) is refused, as the hub
 refuses it, unless ``allow_any_role``. Inputs are truncated at the checkpoint's training
-``--max-positions`` (:mod:`fairseq_crild.inference_length`): the check batches use it, and so
+``--max-positions`` (:mod:`fairseq_crild.export.inference_length`): the check batches use it, and so
 does the exported tokenizer (``model_max_length``).
 """
 
@@ -24,12 +24,12 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
-from fairseq_crild.checkpoint_roles import check_role
+from fairseq_crild.data.dictionary import vocab_fingerprint
+from fairseq_crild.data.inference import batched
 from fairseq_crild.data.layout import layout_named, layout_of
-from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.distill.checkpoint_roles import check_role
 from fairseq_crild.errors import CrildError
-from fairseq_crild.inference import batched
-from fairseq_crild.inference_length import inference_max_positions
+from fairseq_crild.export.inference_length import inference_max_positions
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import load_checkpoint
 

@@ -3,7 +3,7 @@
 
 Pure functions over config dicts and state dicts (transformers is not needed): the scripts in
 ``scripts/`` add file handling. WordPiece ids are permuted into fairseq dictionary order (see
-:mod:`fairseq_crild.dictionary`) so every token keeps its vector.
+:mod:`fairseq_crild.data.dictionary`) so every token keeps its vector.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from fairseq_crild.dictionary import dictionary_from_vocab, hf_to_fairseq_order, read_vocab_txt
+from fairseq_crild.data.dictionary import dictionary_from_vocab, hf_to_fairseq_order, read_vocab_txt
 from fairseq_crild.errors import CrildError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

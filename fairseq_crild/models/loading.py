@@ -18,10 +18,10 @@ from typing import Any, Dict, Optional, Tuple, Type
 from fairseq import checkpoint_utils
 from fairseq.data import Dictionary
 
-from fairseq_crild.checkpoint_safety import NotACheckpointError
 from fairseq_crild.models import roberta  # noqa: F401  (registers crild_roberta)
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertConfig, BertModel
+from fairseq_crild.patches.checkpoint_safety import NotACheckpointError
 
 BERT_FIELDS = {f.name for f in dataclasses.fields(BertConfig)}
 
@@ -31,7 +31,7 @@ ONLY_HEAD = "<only head>"
 
 def read_checkpoint(path: str) -> Dict[str, Any]:
     """What fairseq saved, through its loader (safe, upgraded); raises FileNotFoundError with
-    the path if absent, :class:`~fairseq_crild.checkpoint_safety.UnsafeCheckpointError` (one
+    the path if absent, :class:`~fairseq_crild.patches.checkpoint_safety.UnsafeCheckpointError` (one
     line) for a file that is not a readable fairseq checkpoint. Not converted: use
     :func:`load_checkpoint` for the model."""
     if os.path.isdir(path):

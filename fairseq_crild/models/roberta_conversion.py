@@ -13,7 +13,7 @@ Pure functions of the saved state (no file is read, nothing is checked against d
 :func:`fairseq_crild.models.loading.load_checkpoint` applies them. The converted state keeps
 the fine-tuning task config under ``roberta_source``, from which the teacher checks compare
 the folder the RoBERTa was fine-tuned on with the distillation data
-(:func:`fairseq_crild.teacher.check_roberta_training_data`).
+(:func:`fairseq_crild.distill.teacher.check_roberta_training_data`).
 """
 
 from __future__ import annotations

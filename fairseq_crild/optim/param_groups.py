@@ -167,7 +167,7 @@ def install() -> None:
     from fairseq.optim.fp16_optimizer import _FP16OptimizerMixin
     from fairseq.trainer import Trainer
 
-    from fairseq_crild.patching import calling, patch_once
+    from fairseq_crild.patches.patching import calling, patch_once
 
     _add_adam_flag()
     # the registry builder, called by optim.build_optimizer after it drops frozen tensors

@@ -13,7 +13,7 @@ recomputed from the checkpoint file.
   index) predicted for every example, or the mean dev score for regression. It is the best a
   constant predictor can score on dev accuracy: a student at this line has learnt nothing.
   A constant has no correlation: Pearson/Spearman (and MCC) of a constant are undefined,
-  counted 0 as :mod:`fairseq_crild.metrics` does.
+  counted 0 as :mod:`fairseq_crild.data.metrics` does.
 * :func:`agreement`: share of dev examples where teacher and student predict the same class
   (x100), or the Pearson correlation of their scores (x100) for regression: how much of the
   teacher the student reproduces, whatever the labels say.
@@ -22,7 +22,7 @@ recomputed from the checkpoint file.
 from collections import Counter
 from typing import Any, Dict, List, Optional, Sequence
 
-from fairseq_crild import metrics as glue
+from fairseq_crild.data import metrics as glue
 
 CLASSIFICATION_METRICS = ("accuracy", "f1", "mcc")
 REGRESSION_METRICS = ("pearson", "spearman", "pearson_spearman")

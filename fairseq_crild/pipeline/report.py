@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from fairseq_crild.inference import batched, head_forward, predict_logits
+from fairseq_crild.data.inference import batched, head_forward, predict_logits
 from fairseq_crild.models.loading import read_checkpoint
 from fairseq_crild.pipeline import dev_analysis as dev
 from fairseq_crild.pipeline.runner import best_eval, parse_lines, parse_log
@@ -51,7 +51,7 @@ def _load_models(task, checkpoints: Dict[str, str]) -> Dict[str, Any]:
 
 def _forward(model, batch: Dict[str, Any], head: str) -> torch.Tensor:
     """The forward pass the report times: the call :func:`dev_outputs` makes through
-    :func:`fairseq_crild.inference.head_forward`."""
+    :func:`fairseq_crild.data.inference.head_forward`."""
     return model(**batch["net_input"], classification_head_name=head)[0]
 
 

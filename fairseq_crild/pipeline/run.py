@@ -3,9 +3,10 @@ teacher -> stage 1 ILD -> stage 2 -> report, for one GLUE task, method and seed.
 
 :func:`run` takes the parsed options of ``crild-pipeline`` (:mod:`fairseq_crild.cli.pipeline`
 parses them). Conversion and preparation are the package's functions
-(:func:`fairseq_crild.convert.convert_to_folder`, :func:`fairseq_crild.data.binarize.prepare_task`)
-called in this process, each done once per ``--out`` (a folder that is complete is reused); the
-training stages are ``fairseq-train`` processes (:func:`fairseq_crild.pipeline.runner.run_stage`).
+(:func:`fairseq_crild.models.convert.convert_to_folder`,
+:func:`fairseq_crild.data.binarize.prepare_task`) called in this process, each done once per
+``--out`` (a folder that is complete is reused); the training stages are ``fairseq-train``
+processes (:func:`fairseq_crild.pipeline.runner.run_stage`).
 """
 
 import argparse
@@ -76,7 +77,7 @@ def convert_base(base: str, out_dir: str) -> None:
     """The pretrained model (an HF folder, or ``minilm``) as OUT/base (model.pt, dict.txt);
     prints the ``--arch`` flags line crild-convert ends with. A failure is one StageFailed
     line, as crild-convert prints it."""
-    from fairseq_crild.convert import convert_to_folder
+    from fairseq_crild.models.convert import convert_to_folder
 
     try:
         with _quiet():

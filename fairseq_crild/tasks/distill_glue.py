@@ -31,7 +31,6 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
-from fairseq_crild.checkpoint_roles import ROLE_KEY, role_for_criterion
 from fairseq_crild.criterions.contract import MixesExamples, StudentPreparer
 from fairseq_crild.data.batching import (
     LAYOUTS,
@@ -42,21 +41,22 @@ from fairseq_crild.data.batching import (
     length_bucket_batches,
 )
 from fairseq_crild.data.binarize import META_FILE, read_meta_file
+from fairseq_crild.data.dictionary import vocab_fingerprint
 from fairseq_crild.data.glue_tasks import TRAIN_PROBE
 from fairseq_crild.data.layout import DataLayout, dict_path, layout_of, load_column
 from fairseq_crild.data.pair_dataset import SentencePairDataset
-from fairseq_crild.dictionary import vocab_fingerprint
-from fairseq_crild.errors import CrildError
-from fairseq_crild.models.arch_check import guard_checkpoint_loading
-from fairseq_crild.models.bert import BertModel
-from fairseq_crild.models.loading import load_checkpoint
-from fairseq_crild.student_init import copy_layers_into, select_source_layers
-from fairseq_crild.teacher import (
+from fairseq_crild.distill.checkpoint_roles import ROLE_KEY, role_for_criterion
+from fairseq_crild.distill.student_init import copy_layers_into, select_source_layers
+from fairseq_crild.distill.teacher import (
     FrozenTeacher,
     load_teachers,
     parse_teacher_weights,
     split_teacher_paths,
 )
+from fairseq_crild.errors import CrildError
+from fairseq_crild.models.arch_check import guard_checkpoint_loading
+from fairseq_crild.models.bert import BertModel
+from fairseq_crild.models.loading import load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -576,7 +576,7 @@ class DistillGlueTask(FairseqTask):
         raise GlueDataError(
             "distill_glue classifies sentence pairs and generates no text, so "
             "fairseq-interactive and fairseq-generate cannot run it: classify with "
-            "scripts/classify.py (or fairseq_crild.hub) and score dev with fairseq-validate")
+            "scripts/classify.py (or fairseq_crild.export.hub) and score dev with fairseq-validate")
 
     # ------------------------------------------------------------------ batching
     def pad_every_batch_to(self, length: int) -> None:

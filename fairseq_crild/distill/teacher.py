@@ -15,8 +15,8 @@ import torch
 from fairseq.data import Dictionary
 from torch import Tensor
 
-from fairseq_crild.checkpoint_roles import check_role
-from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.data.dictionary import vocab_fingerprint
+from fairseq_crild.distill.checkpoint_roles import check_role
 from fairseq_crild.errors import CrildError
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import head_sizes, load_checkpoint

@@ -89,7 +89,7 @@ def install() -> None:
         torch.serialization.add_safe_globals(allowed_checkpoint_globals())
     from fairseq import checkpoint_utils
 
-    from fairseq_crild.patching import patch_once
+    from fairseq_crild.patches.patching import patch_once
 
     patch_once(checkpoint_utils, "load_checkpoint_to_cpu", _with_clear_errors,
                "safe loading with one clear error for a foreign or truncated file")

@@ -201,10 +201,10 @@ def batch_generator(seed: int, update: int, micro_batch: int) -> torch.Generator
 def call_main(original: Callable[..., Any], cfg: Any, main: Callable[..., Any],
               **kwargs: Any) -> Any:
     """fairseq's ``call_main`` with the CPU launch of :func:`resolve_cpu_launch` (and the
-    precision check of :func:`fairseq_crild.device.check_precision`)."""
+    precision check of :func:`fairseq_crild.patches.device.check_precision`)."""
     from fairseq.distributed import utils as distributed_utils
 
-    from fairseq_crild.device import check_precision
+    from fairseq_crild.patches.device import check_precision
 
     check_precision(cfg)  # --fp16 without CUDA: one sentence, not fairseq's AssertionError
     if not on_cpu(cfg) or cfg.common.tpu:
@@ -295,7 +295,7 @@ def install() -> None:
     from fairseq import models
     from fairseq.distributed import utils as distributed_utils
 
-    from fairseq_crild.patching import calling, patch_once
+    from fairseq_crild.patches.patching import calling, patch_once
 
     for module, name, replacement, why in (
             (distributed_utils, "call_main", call_main, "CPU (gloo) launches"),

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from fairseq_crild.dictionary import vocab_fingerprint
+from fairseq_crild.data.dictionary import vocab_fingerprint
 from fairseq_crild.models.arch_check import arch_flags
 from fairseq_crild.models.hf_conversion import (
     TOKENIZER_CONFIG,
@@ -30,8 +30,8 @@ from fairseq_crild.models.hf_conversion import (
     reorder_head,
     split_names,
 )
+from fairseq_crild.models.pretrained import resolve_hf_dir
 from fairseq_crild.outputs import atomic_output_dir, check_not_an_input
-from fairseq_crild.pretrained import resolve_hf_dir
 
 
 @dataclass

@@ -74,7 +74,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from fairseq_crild.losses import masked_log_softmax, row_divergence, teacher_rows
+from fairseq_crild.distill.losses import masked_log_softmax, row_divergence, teacher_rows
 
 __all__ = ["MIN_WEIGHT", "VARIANTS", "EmdLayerWeights", "cost_attention", "cost_matrix",
            "pairwise_attention_kl", "pairwise_attention_mse", "release_weights",

@@ -6,9 +6,9 @@ cr_ild --help``), and never lists the components a user-dir adds. This command p
 option of the plugin's task, criterions, models (with their ``--arch`` presets) and
 optimizer, generated from the same dataclasses fairseq parses, so it cannot go stale::
 
-    python -m fairseq_crild.options_help                 # everything
-    python -m fairseq_crild.options_help cr_ild kd       # chosen components
-    python -m fairseq_crild.options_help --kind criterion --format markdown
+    python -m fairseq_crild.cli.options_help                 # everything
+    python -m fairseq_crild.cli.options_help cr_ild kd       # chosen components
+    python -m fairseq_crild.cli.options_help --kind criterion --format markdown
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ def format_markdown(components: Sequence[Component]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m fairseq_crild.options_help",
+        prog="python -m fairseq_crild.cli.options_help",
         description="Print the options of fairseq-crild's task, criterions, models and "
                     "optimizer (fairseq's --help does not show a user-dir's components).")
     p.add_argument("names", nargs="*", help="components to show, e.g. distill_glue cr_ild kd "

@@ -174,7 +174,7 @@ def install() -> None:
     from fairseq import checkpoint_utils
     from fairseq.file_io import PathManager
 
-    from fairseq_crild.patching import calling, patch_once
+    from fairseq_crild.patches.patching import calling, patch_once
 
     patch_once(PathManager, "copy", calling(_copy), "atomic local checkpoint copies",
                kind="staticmethod")

@@ -1,6 +1,6 @@
 """Classify sentence pairs with a trained checkpoint from Python, fairseq hub-style.
 
-    from fairseq_crild.hub import GlueClassifier
+    from fairseq_crild.export.hub import GlueClassifier
     clf = GlueClassifier.from_pretrained("runs/quickstart/runs/RTE/cr_ild/seed1/stage2",
                                          data_name_or_path="data-bin/RTE")
     clf.predict([("A man is playing.", "Someone plays.")])      # -> ['entailment']
@@ -12,7 +12,7 @@ supplies the dictionary, the label names and the lower-casing setting; by defaul
 one the checkpoint was trained on (``task.data`` in the checkpoint). Inputs are truncated at
 the checkpoint's training ``--max-positions`` (its saved task config; 128 in the paper's
 recipe), not at the position table: the length the dev evaluation used
-(:mod:`fairseq_crild.inference_length`); ``max_positions=`` changes it.
+(:mod:`fairseq_crild.export.inference_length`); ``max_positions=`` changes it.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from fairseq.data import ListDataset
 
-from fairseq_crild.checkpoint_roles import check_role
+from fairseq_crild.data.inference import head_forward, predict_logits
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.tokenization import build_tokenizer, encode_texts
+from fairseq_crild.distill.checkpoint_roles import check_role
+from fairseq_crild.distill.teacher import TeacherMismatchError, check_compatible
 from fairseq_crild.errors import CrildError
-from fairseq_crild.inference import head_forward, predict_logits
-from fairseq_crild.inference_length import inference_max_positions
+from fairseq_crild.export.inference_length import inference_max_positions
 from fairseq_crild.models import roberta_conversion as rc
 from fairseq_crild.models.bert import BertModel
 from fairseq_crild.models.loading import head_sizes, load_checkpoint, read_checkpoint
 from fairseq_crild.tasks.distill_glue import DistillGlueConfig, DistillGlueTask
-from fairseq_crild.teacher import TeacherMismatchError, check_compatible
 
 Example = Union[str, Tuple[str, str]]
 

@@ -4,7 +4,8 @@ its logits.
 The hub, ``crild-predict``, the pipeline's report, the teacher-logit cache and the exports'
 check batches all batch a fairseq-style dataset (``__getitem__`` + ``collater``) the same way,
 so that a prediction does not depend on which of them made it: the same examples in the same
-batches give bit-identical logits. Only torch is imported here, so any layer may use it.
+batches give bit-identical logits. Only torch is imported here: it sits with the datasets it
+batches, below every layer that runs a model over them (the cache, exports, hub, report).
 """
 
 from __future__ import annotations
