@@ -64,7 +64,7 @@ def tree(tmp_path):
 def test_summary_per_seed_and_mean_against_hand_values(tree):
     reports = S.load_reports(str(tree), "RTE")
     result = C.summarize_curves(C.load_run_curves(reports), reports)
-    assert sorted(result["methods"]) == ["cr_ild", "tinybert"]
+    assert list(result["methods"]) == ["tinybert", "cr_ild"]  # the tables' method order
     t1 = result["methods"]["tinybert"]["seeds"][1]
     assert t1["train_change"] == pytest.approx(1.1 - 4.0)
     assert t1["dev_change"] == pytest.approx(4.1 - 4.2)

@@ -20,6 +20,7 @@ import numpy as np
 from fairseq_crild.data.glue_tasks import TRAIN_PROBE
 from fairseq_crild.outputs import atomic_output_file
 from fairseq_crild.pipeline.runner import parse_log
+from fairseq_crild.pipeline.summary import method_order
 
 Curve = List[Tuple[float, float]]
 #: the curves of one run: the training windows, the training sample, dev
@@ -67,7 +68,8 @@ def summarize_curves(runs: Dict[str, Dict[int, Dict[str, Curve]]],
     the last train/dev gap, and the final dev metric after stage 2 (from the reports)."""
     final = {(r["method"], int(r["seed"])): float(r["student_dev"]) for r in reports}
     methods: Dict[str, Any] = {}
-    for method, seeds in runs.items():
+    for method in method_order(list(runs)):
+        seeds = runs[method]
         rows = {}
         for seed, c in sorted(seeds.items()):
             dev, probe = c["valid"], c[TRAIN_PROBE]
