@@ -197,7 +197,7 @@ def teacher_with_random_head(base: str, data: str, work: str) -> str:
     from fairseq_crild.tasks.distill_glue import read_meta
 
     meta = read_meta(data)
-    classes = 1 if meta.get("regression") else int(meta["num_classes"])
+    classes = meta.num_outputs
     path = os.path.join(work, f"teacher-random-head-{classes}.pt")
     if not os.path.isfile(path):
         from omegaconf import OmegaConf

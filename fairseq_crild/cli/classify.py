@@ -127,7 +127,7 @@ def _classify(args) -> List[str]:
             raise InputError(f"cannot read {err.filename}: {err.strerror}") from None
         raise InputError(str(err)) from None
     meta = clf.task.meta
-    check_shape(examples, source, str(meta.get("task")), bool(meta.get("is_pair")))
+    check_shape(examples, source, str(meta.task), meta.is_pair)
     logits = clf.logits([e for _, e in examples], args.batch_size)
     if clf.regression:
         return [f"{v:.4f}" for v in logits.tolist()]

@@ -36,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         task, preds = predict_split(args.checkpoint, args.data, args.split, args.batch_size,
                                     args.allow_any_role, args.allow_other_task,
                                     args.max_positions)
-        name = task.meta["task"]
+        name = task.meta.task
         out = os.path.join(args.out_dir, SERVER_NAMES.get((name, args.split), name) + ".tsv")
         ids = read_index(args.data, args.split)
         if len(ids) != len(preds):

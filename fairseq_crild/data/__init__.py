@@ -5,6 +5,8 @@
 * :mod:`~fairseq_crild.data.tokenization`: BERT WordPiece straight into dictionary ids;
 * :mod:`~fairseq_crild.data.binarize`: ``prepare_task`` (what ``scripts/prepare_glue.py``
   runs) and readers of its output (``load_labels``, ``read_index``);
+* :mod:`~fairseq_crild.data.meta`: a folder's ``meta.json`` as one typed object
+  (:class:`~fairseq_crild.data.meta.GlueMeta`), its one reader and writer;
 * :mod:`~fairseq_crild.data.pair_dataset`: the ``[CLS] a [SEP] b [SEP]`` dataset the task
   trains on (:mod:`~fairseq_crild.data.roberta_data`: RoBERTa's layout);
 * :mod:`~fairseq_crild.data.layout`: which of the two a folder is in (dictionary, dataset

@@ -31,7 +31,6 @@ rate (``unk_rate``).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -53,6 +52,7 @@ from fairseq_crild.data.glue_tasks import (
     read_tsv,
     split_path,
 )
+from fairseq_crild.data.meta import GlueMeta, write_meta
 from fairseq_crild.data.tokenization import (
     build_tokenizer,
     encode_texts,
@@ -68,7 +68,6 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 CHUNK = 8192  # examples per encode_batch call (progress granularity)
 INDEX_FILE = os.path.join("index", "{split}.txt")
-META_FILE = "meta.json"
 # the largest share of [UNK] word pieces accepted by default: a matching BERT vocabulary
 # leaves almost none unknown (all-MiniLM-L6-v2's uncased WordPiece: 0 of the 727k pieces of
 # the real RTE, CoLA, STS-B and WNLI, measured); an empty, truncated or other model's one
@@ -150,22 +149,6 @@ def load_labels(data_dir: str, split: str) -> Optional[np.ndarray]:
     if len(index) and not np.all(index.sizes == 1):
         raise ValueError(f"{path}.idx: expected one label per example")
     return np.fromfile(path + ".bin", dtype=index.dtype, count=len(index))
-
-
-def write_meta(folder: str, meta: Dict[str, Any]) -> None:
-    """A prepared folder's meta.json (both layouts: see prepare_task, prepare_roberta_task)."""
-    with open(os.path.join(folder, META_FILE), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2)
-        f.write("\n")
-
-
-def read_meta_file(data_dir: str) -> Optional[Dict[str, Any]]:
-    """A prepared folder's meta.json, or None when it has none."""
-    path = os.path.join(data_dir, META_FILE)
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def read_index(data_dir: str, split: str) -> List[str]:
@@ -274,7 +257,8 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
     ``glue_dir`` or the dictionary is refused. ``max_unk_rate``: the largest share of [UNK]
     word pieces accepted (:class:`UnknownTokenError` above it; 1 accepts any).
     ``extra_columns``: see :func:`~fairseq_crild.data.glue_tasks.read_tsv`. Returns the
-    meta.json contents.
+    meta.json contents (the JSON object; :func:`~fairseq_crild.data.meta.read_meta_file` reads
+    it back typed).
     """
     spec = get_task(task)
     if not 0 <= max_unk_rate <= 1:
@@ -338,7 +322,7 @@ def prepare_task(glue_dir: str, task: str, dict_path: str, out_dir: str,
         unk.check(dict_path, max_unk_rate, "the data")
         meta["unk_rate"] = unk.rate()
         logger.info(f"[UNK]: {meta['unk_rate']:.3%} of the word pieces")
-        write_meta(tmp, meta)
+        write_meta(tmp, GlueMeta.from_json(meta))
     return meta
 
 

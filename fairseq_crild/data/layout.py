@@ -21,6 +21,7 @@ from fairseq.data import Dictionary, data_utils
 
 from fairseq_crild.data.binarize import load_labels
 from fairseq_crild.data.dictionary import load_bert_dictionary
+from fairseq_crild.data.meta import GlueMeta
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.data.roberta_data import (
     RobertaPairDataset,
@@ -71,7 +72,7 @@ ROBERTA = DataLayout("roberta", RobertaPairDataset, load_roberta_dictionary, loa
 LAYOUTS: Dict[str, DataLayout] = {layout.name: layout for layout in (BERT, ROBERTA)}
 
 
-def layout_of(meta: Dict[str, Any]) -> DataLayout:
+def layout_of(meta: GlueMeta) -> DataLayout:
     """The layout a folder's meta.json records (folders without ``input_format``: BERT)."""
     return ROBERTA if is_roberta_data(meta) else BERT
 

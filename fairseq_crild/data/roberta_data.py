@@ -43,10 +43,10 @@ from fairseq_crild.data.binarize import (
     _read_all,
     _tool_version,
     sha256_file,
-    write_meta,
 )
 from fairseq_crild.data.dictionary import vocab_fingerprint
 from fairseq_crild.data.glue_tasks import Example, GlueFormatError, GlueTask, get_task
+from fairseq_crild.data.meta import GlueMeta, write_meta
 from fairseq_crild.data.pair_dataset import SentencePairDataset, longest_first
 from fairseq_crild.outputs import atomic_output_dir, check_output_dir
 
@@ -57,9 +57,9 @@ MASK = "<mask>"
 BPE_CHOICES = ("sentencepiece", "gpt2", "none")
 
 
-def is_roberta_data(meta: Dict[str, Any]) -> bool:
+def is_roberta_data(meta: GlueMeta) -> bool:
     """Whether a prepared folder's meta.json says RoBERTa layout (else BERT's)."""
-    return meta.get("input_format") == ROBERTA_FORMAT
+    return meta.input_format == ROBERTA_FORMAT
 
 
 def load_roberta_dictionary(path: str) -> Dictionary:
@@ -328,7 +328,7 @@ def prepare_roberta_task(glue_dir: str, task: str, out_dir: str, bpe: str,
                 "init_token": dictionary.bos(), "separator_token": dictionary.eos(),
                 "num_classes": spec.num_classes, "regression_target": spec.regression},
         }
-        write_meta(tmp, meta)
+        write_meta(tmp, GlueMeta.from_json(meta))
         shutil.rmtree(raw)
     return meta
 

@@ -104,7 +104,7 @@ def load_checked(path: str, task: DistillGlueTask, allow_any_role: bool = False,
         check_role(ckpt.saved, path, "classifier", ckpt.heads, head,
                    "--allow-any-role (Python: allow_any_role=True)")
     if not allow_other_task:
-        check_glue_task(ckpt.saved, path, task.cfg.data, task.meta.get("task"))
+        check_glue_task(ckpt.saved, path, task.cfg.data, task.meta.task)
     try:
         check_compatible(ckpt.state, path, task.dictionary, head, task.num_classes,
                          task.label_names, os.path.join(task.cfg.data, "input0", "dict.txt"),
@@ -152,7 +152,7 @@ class GlueClassifier(torch.nn.Module):
         task.cfg.max_positions = inference_max_positions(
             state, model.max_positions(), max_positions, path,
             "max_positions (scripts: --max-positions)")
-        return cls(model, task, lowercase=bool(task.meta.get("lowercase", True)))
+        return cls(model, task, lowercase=task.meta.lowercase)
 
     @property
     def regression(self) -> bool:
@@ -164,18 +164,18 @@ class GlueClassifier(torch.nn.Module):
 
     def _dataset(self, examples: Sequence[Example]) -> SentencePairDataset:
         pairs = [(e, None) if isinstance(e, str) else (e[0], e[1]) for e in examples]
-        if self.task.meta.get("is_pair") and any(b is None for _, b in pairs):
-            raise ValueError(f"{self.task.meta.get('task')} classifies sentence pairs: give "
+        if self.task.meta.is_pair and any(b is None for _, b in pairs):
+            raise ValueError(f"{self.task.meta.task} classifies sentence pairs: give "
                              "(sentence1, sentence2) tuples")
-        if not self.task.meta.get("is_pair") and any(b is not None for _, b in pairs):
-            raise ValueError(f"{self.task.meta.get('task')} classifies single sentences")
+        if not self.task.meta.is_pair and any(b is not None for _, b in pairs):
+            raise ValueError(f"{self.task.meta.task} classifies single sentences")
 
         def column(texts: List[str]) -> ListDataset:
             ids = [torch.tensor(x, dtype=torch.long) for x in encode_texts(self.tokenizer, texts)]
             return ListDataset(ids, sizes=[len(x) for x in ids])
 
         input0 = column([a for a, _ in pairs])
-        input1 = column([b for _, b in pairs]) if self.task.meta.get("is_pair") else None
+        input1 = column([b for _, b in pairs]) if self.task.meta.is_pair else None
         return self.task.layout.pair_dataset(self.task.dictionary, input0, input1, None,
                                              self.max_positions)
 

@@ -27,6 +27,7 @@ from torch import Tensor
 from fairseq_crild.data.dictionary import vocab_fingerprint
 from fairseq_crild.data.inference import batched
 from fairseq_crild.data.layout import layout_named, layout_of
+from fairseq_crild.data.meta import GlueMeta
 from fairseq_crild.distill.checkpoint_roles import check_role
 from fairseq_crild.errors import CrildError
 from fairseq_crild.export.inference_length import inference_max_positions
@@ -142,7 +143,7 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
         raise ExportError(f"dictionary not found: {dict_path} (pass --dict or --data)")
     ckpt = load_checkpoint(checkpoint)
     input_format = ckpt.input_format
-    meta: Dict[str, Any] = {}
+    meta = GlueMeta()  # without --data: nothing recorded
     if data:
         from fairseq_crild.tasks.distill_glue import read_meta
 
@@ -166,20 +167,20 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
     task_state: Dict[str, Any] = dict(state.get("task_state") or {})
     if data:
         ours = vocab_fingerprint(dictionary)
-        for where, sha in (("the data", meta.get("vocab_sha256")),
+        for where, sha in (("the data", meta.vocab_sha256),
                            ("the checkpoint", task_state.get("vocab_sha256"))):
             if sha and sha != ours:
                 raise ExportError(f"{dict_path} is not the vocabulary of {where} (fingerprints "
                                   "differ); pass the dict.txt the student was trained with")
-    saved, given = list(task_state.get("label_names") or []), list(meta.get("label_names") or [])
+    saved, given = list(task_state.get("label_names") or []), list(meta.label_names)
     if saved and given and saved != given:
         raise ExportError(f"{checkpoint} was trained with labels {saved} but {data} has "
                           f"{given}")
-    glue_task = task_state.get("glue_task") or meta.get("task")
+    glue_task = task_state.get("glue_task") or meta.task
     spec = _glue_spec(glue_task)
     label_names = saved or given or (list(spec.label_names) if spec is not None else [])
-    if "regression" in meta:
-        regression = bool(meta["regression"])
+    if meta.regression is not None:
+        regression = meta.regression
     elif spec is not None:
         regression = spec.regression
     else:
@@ -195,8 +196,8 @@ def load_classifier(checkpoint: str, dict_path: Optional[str] = None,
                           "regression task")
     return Classifier(model=model, dictionary=dictionary, head=head, num_labels=num_labels,
                       label_names=[] if regression else label_names, regression=regression,
-                      glue_task=glue_task, lowercase=bool(meta.get("lowercase", True)),
-                      checkpoint=checkpoint, bpe=meta.get("bpe"), max_positions=length)
+                      glue_task=glue_task, lowercase=meta.lowercase,
+                      checkpoint=checkpoint, bpe=meta.bpe, max_positions=length)
 
 
 def _batch(src_tokens: Tensor, token_types: Optional[Tensor], pad: int,

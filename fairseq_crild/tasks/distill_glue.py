@@ -23,7 +23,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import numpy as np
 from fairseq.data import ConcatDataset, Dictionary, FairseqDataset, data_utils, iterators
@@ -40,10 +40,10 @@ from fairseq_crild.data.batching import (
     fresh_pair_batches,
     length_bucket_batches,
 )
-from fairseq_crild.data.binarize import META_FILE, read_meta_file
 from fairseq_crild.data.dictionary import vocab_fingerprint
 from fairseq_crild.data.glue_tasks import TRAIN_PROBE
 from fairseq_crild.data.layout import DataLayout, dict_path, layout_of, load_column
+from fairseq_crild.data.meta import META_FILE, GlueMeta, read_meta_file
 from fairseq_crild.data.pair_dataset import SentencePairDataset
 from fairseq_crild.distill.checkpoint_roles import ROLE_KEY, role_for_criterion
 from fairseq_crild.distill.student_init import copy_layers_into, select_source_layers
@@ -202,7 +202,7 @@ class DistillGlueConfig(FairseqDataclass):
     seed: int = II("common.seed")
 
 
-def read_meta(data_dir: str) -> Dict[str, Any]:
+def read_meta(data_dir: str) -> GlueMeta:
     """A prepared folder's meta.json; refused naming the file when it is missing."""
     meta = read_meta_file(data_dir)
     if meta is None:
@@ -282,7 +282,7 @@ class DistillGlueTask(FairseqTask):
 
     cfg: DistillGlueConfig
 
-    def __init__(self, cfg: DistillGlueConfig, dictionary: Dictionary, meta: Dict[str, Any]):
+    def __init__(self, cfg: DistillGlueConfig, dictionary: Dictionary, meta: GlueMeta):
         super().__init__(cfg)
         self.dictionary = dictionary
         self.meta = meta
@@ -298,7 +298,7 @@ class DistillGlueTask(FairseqTask):
         self.state.merge_state_dict({
             "vocab_sha256": vocab_fingerprint(dictionary),
             "label_names": self.label_names,
-            "glue_task": meta.get("task"),
+            "glue_task": meta.task,
         })
 
     @classmethod
@@ -307,8 +307,8 @@ class DistillGlueTask(FairseqTask):
         meta = read_meta(cfg.data)
         # RoBERTa: fairseq's dict.txt, <mask> appended as RoBERTa's tasks do
         dictionary = layout_of(meta).load_dictionary(dict_path(cfg.data))
-        kind = "regression" if meta.get("regression") else f"{meta.get('num_classes')} classes"
-        logger.info(f"[{meta.get('task')}] dictionary: {len(dictionary)} types; {kind}")
+        kind = "regression" if meta.regression else f"{meta.num_classes} classes"
+        logger.info(f"[{meta.task}] dictionary: {len(dictionary)} types; {kind}")
         if not 0.0 <= cfg.label_noise <= 1.0:
             raise GlueDataError(f"--label-noise must lie in [0, 1], got {cfg.label_noise}")
         return cls(cfg, dictionary, meta)
@@ -325,15 +325,15 @@ class DistillGlueTask(FairseqTask):
 
     @property
     def regression(self) -> bool:
-        return bool(self.meta.get("regression", False))
+        return bool(self.meta.regression)
 
     @property
     def num_classes(self) -> int:
-        return 1 if self.regression else int(self.meta["num_classes"])
+        return self.meta.num_outputs
 
     @property
     def label_names(self) -> List[str]:
-        return list(self.meta.get("label_names") or [])
+        return list(self.meta.label_names)
 
     @property
     def source_dictionary(self) -> Dictionary:
@@ -428,7 +428,7 @@ class DistillGlueTask(FairseqTask):
     def _ild_source(self) -> _Source:
         """--ild-data's unlabelled text: ILD or KD inputs, which need no labels."""
         meta = read_meta(self.cfg.ild_data)
-        if (meta.get("vocab_sha256") != self.meta.get("vocab_sha256")
+        if (meta.vocab_sha256 != self.meta.vocab_sha256
                 or layout_of(meta) != self.layout):
             raise GlueDataError(f"--ild-data {self.cfg.ild_data} was binarised with another "
                                 "vocabulary than --data; use the same dict.txt")
