@@ -67,9 +67,10 @@ def main(argv=None) -> int:
     task = get_task(args.task).name
     out = os.path.abspath(args.out)
     base_ckpt, data = _prepare(args.base, args.glue_dir, task, out)
-    with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
-        meta = json.load(f)
-    metric, n_train = recipe.metric_for(meta), meta["splits"]["train"]
+    from fairseq_crild.tasks.distill_glue import read_meta
+
+    meta = read_meta(data)
+    metric, n_train = recipe.metric_for(meta), meta.splits["train"]
     from fairseq_crild.models.loading import saved_model_config
 
     cfg = saved_model_config(base_ckpt)

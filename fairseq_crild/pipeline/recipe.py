@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional
 
 from fairseq_crild.data.glue_tasks import TRAIN_PROBE
+from fairseq_crild.data.meta import GlueMeta
 
 # method -> (stage-1 ILD preset or None, stage-2 criterion)
 METHODS: Dict[str, tuple] = {
@@ -120,9 +121,9 @@ def budget_for(name: str, task: str, setting: str = "full") -> Budget:
     raise ValueError(f"--budget {name!r}: choose paper, cpu, table or smoke")
 
 
-def metric_for(task_meta: dict) -> str:
+def metric_for(task_meta: GlueMeta) -> str:
     """The task's first GLUE metric (the CPU budgets' selection metric)."""
-    return task_meta.get("main_metric") or task_meta["metrics"][0]
+    return task_meta.main_metric or task_meta.metrics[0]
 
 
 def selection_metric(task: str, budget: Budget, main_metric: str) -> str:

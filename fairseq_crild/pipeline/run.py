@@ -18,6 +18,7 @@ import os
 import warnings
 from typing import Iterator, Optional
 
+from fairseq_crild.data.meta import GlueMeta
 from fairseq_crild.errors import CrildError
 from fairseq_crild.pipeline import recipe
 from fairseq_crild.pipeline.comparison import (
@@ -40,6 +41,7 @@ from fairseq_crild.pipeline.report import (
     write_report,
 )
 from fairseq_crild.pipeline.runner import StageFailed, run_stage
+from fairseq_crild.tasks.distill_glue import read_meta
 
 
 def _arch_args(cfg: dict, layers: int = 0) -> list:
@@ -115,8 +117,7 @@ def _prepare_pairs(folder: Optional[str], out: str, base_dir: str, option: str
     target = os.path.join(out, "data", "pairs", os.path.basename(os.path.normpath(folder)))
     if not os.path.isfile(os.path.join(target, "meta.json")):
         prepare_data(folder, "PAIRS", os.path.join(base_dir, "dict.txt"), target)
-    with open(os.path.join(target, "meta.json"), encoding="utf-8") as f:
-        return target, int(json.load(f)["splits"]["train"])
+    return target, read_meta(target).splits["train"]
 
 
 def run(args: argparse.Namespace) -> str:
@@ -155,8 +156,7 @@ def run(args: argparse.Namespace) -> str:
     data = os.path.join(out, "data", task)
     if not os.path.isfile(os.path.join(data, "meta.json")):
         prepare_data(args.glue_dir, task, os.path.join(base_dir, "dict.txt"), data)
-    with open(os.path.join(data, "meta.json"), encoding="utf-8") as f:
-        meta = json.load(f)
+    meta = read_meta(data)
     supplementary = {option: _prepare_pairs(getattr(args, option, None), out, base_dir,
                                             "--" + option.replace("_", "-"))
                      for option in ("ild_data", "kd_data")}
@@ -176,7 +176,7 @@ def run(args: argparse.Namespace) -> str:
         return run_stage(name, save_dir, stage_args + device, args.quiet)
 
     metric = recipe.selection_metric(task, budget, recipe.metric_for(meta))
-    n_train = recipe.setting_train_size(meta["splits"]["train"], args.setting)
+    n_train = recipe.setting_train_size(meta.splits["train"], args.setting)
     extra = recipe.setting_args(args.setting)  # every stage sees the setting's training set
     base_cfg = _base_config(base_ckpt)
     teacher_arch, student_arch = _arch_args(base_cfg), _arch_args(base_cfg, args.student_layers)
@@ -225,12 +225,12 @@ def run(args: argparse.Namespace) -> str:
                    teacher, run_dir, init, s2, wall)
 
 
-def _report(args, task: str, meta: dict, budget, metric: str, preset, criterion: str,
+def _report(args, task: str, meta: GlueMeta, budget, metric: str, preset, criterion: str,
             data: str, base_ckpt: str, teacher: str, run_dir: str, init, s2: str,
             wall: dict) -> str:
     """report.json / report.md / dev_curve.png of a finished run."""
-    names = report_metric_names(meta["metrics"], bool(meta.get("regression")),
-                                int(meta.get("num_classes", 1)), metric)
+    names = report_metric_names(list(meta.metrics), bool(meta.regression),
+                                1 if meta.num_classes is None else meta.num_classes, metric)
     student = stage_metrics(os.path.join(s2, "train.log"), metric, names)
     teacher_dir = os.path.dirname(teacher)
     teacher_log = os.path.join(teacher_dir, "train.log")
