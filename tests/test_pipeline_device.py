@@ -219,3 +219,16 @@ def test_supplementary_pairs_need_the_stage_that_reads_them(tiny_env, tmp_path, 
                             str(tmp_path / "o"), "--budget", "smoke", "--dry-run",
                             "--kd-data", str(pairs)])
     assert rc == 1 and "--kd-data: method finetune has no KD stage 2" in capsys.readouterr().err
+
+
+def test_ild_probes_reach_stage1_only(tiny_env, tmp_path, monkeypatch, capsys):
+    plain = _dry_run(tiny_env, tmp_path / "a", monkeypatch, capsys, False)
+    probed = _dry_run(tiny_env, tmp_path / "b", monkeypatch, capsys, False,
+                      "--ild-probe-every", "30")
+    assert "--disable-validation" in plain["stage1"]
+    s1 = probed["stage1"]
+    assert "--disable-validation" not in s1
+    assert s1[s1.index("--valid-subset") + 1] == "valid,train_probe"
+    assert s1[s1.index("--validate-interval-updates") + 1] == "30"
+    assert [a.replace(str(tmp_path / "b"), str(tmp_path / "a"))
+            for a in probed["stage2"][1:]] == plain["stage2"][1:]  # stage 2 unchanged

@@ -74,6 +74,8 @@ def main(argv=None) -> int:
                    "arguments as JSON instead of running them (the pretrained model and the "
                    "data are still converted / prepared)")
     args = p.parse_args(argv)
+    if args.ild_probe_every < 0:
+        p.error("--ild-probe-every must be 0 (off) or a number of updates")
     logging.basicConfig(level=logging.WARNING)  # stage logs go to their train.log files
     for name in ("fairseq", "fairseq_crild", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)
