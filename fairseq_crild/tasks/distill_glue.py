@@ -385,7 +385,13 @@ class DistillGlueTask(FairseqTask):
 
     def _train_sources(self) -> List[_Source]:
         """What the training split reads: the task's training set (its harder-setting subset
-        and labels), --ild-data's unlabelled text instead of it or after it."""
+        and labels), --ild-data's unlabelled text instead of it or after it. Drawn once per
+        task: the train split and the train_probe sample share one draw (and its log lines)."""
+        if getattr(self, "_drawn_train_sources", None) is None:
+            self._drawn_train_sources = self._draw_train_sources()
+        return self._drawn_train_sources
+
+    def _draw_train_sources(self) -> List[_Source]:
         input0 = self._load_indexed("input0", "train", required=True)
         indices, labels = self._harder_setting(len(input0), self._load_labels("train"))
         own = _Source(input0, self._load_indexed("input1", "train", False), labels, indices)
