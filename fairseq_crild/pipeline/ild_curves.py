@@ -10,7 +10,6 @@ Plain Python + numpy like :mod:`fairseq_crild.pipeline.summary`; matplotlib only
 :func:`plot`.
 """
 
-import json
 import logging
 import os
 from typing import Any, Dict, List, Sequence, Tuple
@@ -21,6 +20,7 @@ from fairseq_crild.data.glue_tasks import TRAIN_PROBE
 from fairseq_crild.outputs import atomic_output_file
 from fairseq_crild.pipeline.runner import parse_log
 from fairseq_crild.pipeline.summary import method_order
+from fairseq_crild.pipeline.summary import write_json as write_json  # the same atomic JSON
 
 Curve = List[Tuple[float, float]]
 #: the curves of one run: the training windows, the training sample, dev
@@ -87,13 +87,6 @@ def summarize_curves(runs: Dict[str, Dict[int, Dict[str, Curve]]],
                  for k in keys if any(v[k] is not None for v in rows.values())}
         methods[method] = {"seeds": rows, "mean": means, "curves": seeds}
     return {"methods": methods}
-
-
-def write_json(result: Dict[str, Any], path: str) -> None:
-    text = json.dumps(result, indent=1) + "\n"
-    with atomic_output_file(path, overwrite=True) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
 
 
 def plot(result: Dict[str, Any], path: str, title: str = "") -> str:
