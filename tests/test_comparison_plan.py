@@ -52,6 +52,8 @@ def test_bad_options_fail_before_any_run(tmp_path, capsys, argv, message):
 def test_runs_with_supplementary_data_are_named_apart(tmp_path):
     assert comparison.run_name("kd") == "kd"
     assert comparison.run_name("kd", kd_data="/x/QNLI-pairs/") == "kd+kd-data=QNLI-pairs"
+    assert comparison.run_name("kd", kd_data="/x/QNLI-pairs", stage2_epochs=1) == (
+        "kd+kd-data=QNLI-pairs+stage2-epochs=1")
     assert comparison.run_name("cr_ild", "/x/QNLI-pairs", "concat") == (
         "cr_ild+ild-data=QNLI-pairs+task")
     todo = comparison.plan("RTE", ["kd"], [1], str(tmp_path),

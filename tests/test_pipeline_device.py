@@ -232,3 +232,20 @@ def test_ild_probes_reach_stage1_only(tiny_env, tmp_path, monkeypatch, capsys):
     assert s1[s1.index("--validate-interval-updates") + 1] == "30"
     assert [a.replace(str(tmp_path / "b"), str(tmp_path / "a"))
             for a in probed["stage2"][1:]] == plain["stage2"][1:]  # stage 2 unchanged
+
+
+def test_stage2_epochs_overrides_the_budget_in_stage2_only(tiny_env, tmp_path, monkeypatch,
+                                                           capsys):
+    plain = _dry_run(tiny_env, tmp_path / "a", monkeypatch, capsys, False)
+    longer = _dry_run(tiny_env, tmp_path / "b", monkeypatch, capsys, False,
+                      "--stage2-epochs", "3")
+    s2 = longer["stage2"]
+    assert plain["stage2"][plain["stage2"].index("--max-epoch") + 1] == str(
+        recipe.budget_for("smoke", "RTE").stage2_epochs)
+    assert s2[s2.index("--max-epoch") + 1] == "3"
+    save_dir = s2[s2.index("--save-dir") + 1]
+    assert os.path.basename(os.path.dirname(os.path.dirname(save_dir))) == (
+        "cr_ild+stage2-epochs=3")  # its own run folder: never reuses the budget's stage 2
+    for stage in ("teacher", "stage1"):  # the same but for the run folder's name
+        assert [a.replace(str(tmp_path / "b"), str(tmp_path / "a")).replace(
+            "cr_ild+stage2-epochs=3", "cr_ild") for a in longer[stage][1:]] == plain[stage][1:]

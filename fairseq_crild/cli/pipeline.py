@@ -70,12 +70,19 @@ def main(argv=None) -> int:
                    "training inputs every N updates and at each epoch end (default 0: stage 1 "
                    "never evaluates); training is unchanged; the overfitting curves of "
                    "crild-summarize --ild-curves")
+    p.add_argument("--stage2-epochs", type=int, default=0, metavar="N",
+                   help="stage 2 for N epochs instead of the budget's (default 0: the "
+                   "budget's); e.g. 1 with --kd-data, whose 10,926 QNLI pairs triple an epoch "
+                   "of STS-B: about the updates of the student alone in 3. The run's name "
+                   "gains +stage2-epochs=N")
     p.add_argument("--dry-run", action="store_true", help="print each stage's fairseq-train "
                    "arguments as JSON instead of running them (the pretrained model and the "
                    "data are still converted / prepared)")
     args = p.parse_args(argv)
     if args.ild_probe_every < 0:
         p.error("--ild-probe-every must be 0 (off) or a number of updates")
+    if args.stage2_epochs < 0:
+        p.error("--stage2-epochs must be 0 (the budget's) or a number of epochs")
     logging.basicConfig(level=logging.WARNING)  # stage logs go to their train.log files
     for name in ("fairseq", "fairseq_crild", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -13,9 +13,10 @@ COMPARED = ("finetune", "kd", "pkd", "tinybert", "l_ild", "cr_ild", "cr_ild_rele
 
 
 def run_name(method: str, ild_data: Optional[str] = None, ild_data_mode: str = "replace",
-             kd_data: Optional[str] = None) -> str:
+             kd_data: Optional[str] = None, stage2_epochs: int = 0) -> str:
     """A run's folder and report name: the method, plus the supplementary data it used
-    (``kd+kd-data=QNLI-pairs``), so runs with and without it sit side by side."""
+    (``kd+kd-data=QNLI-pairs``) and a stage-2 length other than the budget's, so runs with
+    and without them sit side by side (a finished stage is reused by its folder)."""
     name = method
     if ild_data:
         name += f"+ild-data={os.path.basename(os.path.normpath(ild_data))}"
@@ -23,6 +24,8 @@ def run_name(method: str, ild_data: Optional[str] = None, ild_data_mode: str = "
             name += "+task"
     if kd_data:
         name += f"+kd-data={os.path.basename(os.path.normpath(kd_data))}"
+    if stage2_epochs:
+        name += f"+stage2-epochs={stage2_epochs}"
     return name
 
 

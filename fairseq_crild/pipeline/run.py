@@ -163,6 +163,9 @@ def run(args: argparse.Namespace) -> str:
     budget = recipe.budget_for(args.budget, task, args.setting)
     if getattr(args, "ild_probe_every", 0):  # crild-pipeline refuses a negative value
         budget = dataclasses.replace(budget, ild_probe_every=args.ild_probe_every)
+    stage2_epochs = getattr(args, "stage2_epochs", 0)
+    if stage2_epochs:  # crild-pipeline refuses a negative value
+        budget = dataclasses.replace(budget, stage2_epochs=stage2_epochs)
     device = getattr(args, "device_flags", None) or recipe.device_args(
         recipe.resolve_device(args.device), args.precision)
     commands: dict = {}
@@ -192,7 +195,8 @@ def run(args: argparse.Namespace) -> str:
         wall["teacher"] = rec["wall_s"]
         teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
-    args.run_name = run_name(args.method, args.ild_data, args.ild_data_mode, args.kd_data)
+    args.run_name = run_name(args.method, args.ild_data, args.ild_data_mode, args.kd_data,
+                             stage2_epochs)
     run_dir = os.path.join(out, "runs", task_folder(task, args.setting), args.run_name,
                            f"seed{args.seed}")
     init = None
