@@ -8,7 +8,7 @@
         [--steps 6 --warmup 1 --repeats 3 --interleave 1] [--reference VARIANT]
         [--gemm-size 2048 --gemm-repeats 3] [--epoch-tasks RTE,CoLA --epoch-batches 6
         --epoch-repeats 2] [--variants a,b] [--device cpu|cuda]
-        [--fp16 | --bf16 | --precisions fp32,bf16] [--work-dir DIR]
+        [--fp16 | --bf16 | --precisions fp32,bf16] [--work-dir DIR] [--profile VARIANT]
 
 What it builds: the converted all-MiniLM-L6-v2 (``--base``, default: converted into the work
 folder) gives the dictionary and the student's initial layers (its first
@@ -49,6 +49,11 @@ variant; on the CPU, the peak resident set size above the value before the varia
 every millisecond by a thread during a separate untimed pass (after ``malloc_trim`` returns
 freed heap to the OS; ``getrusage`` maxrss cannot be reset, so only the first variant could
 be read from it). Both exclude the model weights already loaded.
+
+Profile: ``--profile VARIANT`` (e.g. cr_ild_step) profiles that variant's step plus one Adam
+update with torch.profiler at each of ``--precisions`` (``--warmup`` untimed steps, then
+``--steps``) and prints the self CPU time per op class instead of the tables
+(fairseq_crild/cli/benchmark_profile.py).
 
 Epochs: for each of ``--epoch-tasks``, the CR-ILD preset step is timed on ``--epoch-batches``
 batches spread evenly over the epoch's length order (a fixed, stratified sample, not the
@@ -815,6 +820,9 @@ def parse_args(argv=None):
     prec.add_argument("--precisions", default="", help="comma list of fp32, bf16, fp16: "
                       "every variant at each, interleaved in the same rounds (one task, "
                       "teacher and students per precision)")
+    p.add_argument("--profile", default="", metavar="VARIANT", help="profile this variant's "
+                   "step (plus one Adam update) per op class with torch.profiler at each "
+                   "precision, print that table and skip the timing tables")
     p.add_argument("--work-dir", default="", help="keep converted model, data and cache here "
                    "(reused by later runs; default: a temporary folder)")
     args = p.parse_args(argv)
@@ -827,7 +835,7 @@ def parse_args(argv=None):
         p.error("--interleave and --repeats must be >= 1")
     args.epoch_tasks = [t for t in args.epoch_tasks.split(",") if t]
     args.variants = [v for v in args.variants.split(",") if v]
-    unknown = set(args.variants) - set(VARIANTS)
+    unknown = (set(args.variants) | ({args.profile} if args.profile else set())) - set(VARIANTS)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -853,6 +861,15 @@ def main(argv=None, timer: Optional[Timer] = None) -> int:
         teacher = args.teacher or teacher_with_random_head(base, data, work)
         benches = {precision: Bench(args, data, teacher, base, precision)
                    for precision in args.precisions}
+        if args.profile:
+            from fairseq_crild.cli.benchmark_profile import format_profile, run_profile
+
+            profiled = run_profile(benches, args, work)
+            print(format_profile(profiled))
+            if args.json:
+                _write_json(args.json, {"environment": environment(args),
+                                        "profile": profiled})
+            return 0
         start = time.time()
         result: Dict[str, Any] = {"environment": environment(args), "config": {
             "task": args.task, "teacher": teacher, "base": base,
@@ -870,11 +887,15 @@ def main(argv=None, timer: Optional[Timer] = None) -> int:
         result["wall_s"] = round(time.time() - start, 1)
     print(format_table(result))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=1)
-            f.write("\n")
-        print(f"wrote {args.json}")
+        _write_json(args.json, result)
     return 0
+
+
+def _write_json(path: str, result: Dict[str, Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    print(f"wrote {path}")
 
 
 def console_main(argv=None) -> int:
