@@ -37,4 +37,6 @@ COMMANDS = {
                         "tables with paired intervals and plots from the pipeline's reports"),
     "crild-compare": ("fairseq_crild.cli.compare:main",
                       "the pipeline for methods x seeds of one task, N runs at a time"),
+    "crild-supplementary": ("fairseq_crild.cli.supplementary:main",
+                            "supplementary ILD text (pairs or sentences) from other GLUE tasks"),
 }
