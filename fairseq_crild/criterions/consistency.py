@@ -9,7 +9,7 @@ so a resumed run, and N ranks x --update-freq U, draw what one uninterrupted pro
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
@@ -62,10 +62,12 @@ def consistency_weight_now(weight: float, max_epoch: int, max_update: int,
 
 def consistency_term(mixed: Dict[str, Any], clean: Dict[str, Any], objects: Sequence[str],
                      mixup: MixupSpec, mask: Tensor,
-                     distance_of: Callable[[str], Callable[..., Tensor]]) -> Tensor:
+                     distance_of: Callable[[str], Callable[..., Tensor]],
+                     gather: Optional[Callable[[Tensor, Tensor], Tensor]] = None) -> Tensor:
     """Sum over the consistency objects' features of ``lam * l(mixed, clean) + (1 - lam) *
     l(mixed, clean of the partner)`` (:func:`fairseq_crild.distill.losses.consistency_loss`;
-    ``distance_of(obj)``: the object's ILD distance l on single tensors)."""
+    ``distance_of(obj)``: the object's ILD distance l on single tensors; ``gather``: how the
+    partners' rows are picked, e.g. a relation memo's)."""
     total = 0.0
     for key, value in mixed.items():
         obj = object_of(key)
@@ -74,5 +76,5 @@ def consistency_term(mixed: Dict[str, Any], clean: Dict[str, Any], objects: Sequ
         if obj not in objects or key == EMBEDDING_KEY:
             continue
         total = total + losses.consistency_loss(
-            distance_of(obj), value, clean[key], mixup.partner, mixup.lam, mask)
+            distance_of(obj), value, clean[key], mixup.partner, mixup.lam, mask, gather)
     return total  # type: ignore[return-value]

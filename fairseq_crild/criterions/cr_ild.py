@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from fairseq_crild.criterions import consistency, ild_emd, ild_targets
 from fairseq_crild.criterions.contract import DistillTaskState, PadsEveryBatch, require
-from fairseq_crild.criterions.ild_distance import IldDistance
+from fairseq_crild.criterions.ild_distance import IldDistance, RelationMemo
 from fairseq_crild.criterions.ild_features import (
     feature_request,
     flatten_features,
@@ -182,6 +182,11 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
     #: fairseq halves / casts the criterion under --fp16 / --bf16; the EMA stays fp32 (a
     #: 0.1% step is below half precision's resolution: a half EMA would never move)
     fp32_children = ("ema_model",)
+    #: share the Q/K/V relation log-probabilities between the ILD and consistency terms of a
+    #: forward (:class:`~fairseq_crild.criterions.ild_distance.RelationMemo`: same values,
+    #: gradients equal up to rounding); False recomputes them per term, as before (kept for
+    #: the benchmark's A/B and the numerics tests)
+    share_relations: bool = True
 
     def __init__(self, cfg: CrIldConfig, task):
         require(task, DistillTaskState, "cr_ild")
@@ -309,12 +314,13 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
                                   self.layers.embedding_pair)
 
         terms: Dict[str, Tensor] = {}
+        memo = RelationMemo() if self.share_relations else None
         if self.emd is not None:
             terms = self._emd_terms(s_extra, t_extra, s_feats, t_feats, mask, model.training)
         else:
             for key, value in s_feats.items():
                 obj = object_of(key)
-                d = self.distance(obj, value, t_feats[key], mask, self.projection)
+                d = self.distance(obj, value, t_feats[key], mask, self.projection, memo)
                 terms[obj] = terms.get(obj, 0.0) + d
         ild = sum(terms.values())
         loss = ild
@@ -327,7 +333,7 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
             self.task.current_epoch, self.task.num_updates)
         acts = self.options.consistency_acts
         if mixup is not None and weight > 0 and acts:
-            cons = self._consistency(model, net_input, s_feats, mixup, mask)
+            cons = self._consistency(model, net_input, s_feats, mixup, mask, memo)
             loss = loss + weight * cons
             log["loss_cons"] = cons.detach() * batch
         if mixup is not None:
@@ -340,7 +346,8 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
         }
         return loss * batch, batch, logging_output
 
-    def _consistency(self, model, net_input, s_feats, mixup: MixupSpec, mask: Tensor) -> Tensor:
+    def _consistency(self, model, net_input, s_feats, mixup: MixupSpec, mask: Tensor,
+                     memo: Optional[RelationMemo] = None) -> Tensor:
         """The consistency term against the clean features of the student itself, or of its
         EMA copy (run in eval mode: the target has no dropout; criterion.train() undoes it)."""
         source = model if self.ema_model is None else self.ema_model
@@ -349,8 +356,13 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
         with torch.no_grad():
             _, c_extra = source(**net_input, request=self._student_request(None))
         clean = self._student_features(c_extra)
-        return consistency.consistency_term(s_feats, clean, self.options.consistency_objects,
-                                            mixup, mask, self.distance.on_single_tensors)
+        if memo is None:
+            return consistency.consistency_term(
+                s_feats, clean, self.options.consistency_objects, mixup, mask,
+                self.distance.on_single_tensors)
+        return consistency.consistency_term(
+            s_feats, clean, self.options.consistency_objects, mixup, mask,
+            lambda obj: self.distance.on_single_tensors(obj, memo), memo.gather)
 
     def load_state_dict(self, state_dict, strict: bool = True, **kwargs):
         """A checkpoint saved before this criterion had parameters (e.g. a tinybert run

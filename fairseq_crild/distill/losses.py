@@ -290,12 +290,33 @@ def _self_relations(x: Tensor, num_relation_heads: int, who: str,
     return torch.matmul(xr * (1.0 / math.sqrt(d_r)), xr.transpose(-1, -2))
 
 
+def relation_log_probs(x: Tensor, num_relation_heads: int, keep: Tensor,
+                       who: str = "input") -> Tensor:
+    """float32 (B, R, L, L) log-softmax over the keys of the self-relations of ``x`` (B, L,
+    D), positions where ``keep`` (B, L) is False zeroed first and their keys at a finite
+    -3.4e38 (probability exactly 0): one side of :func:`relation_kl` with a mask."""
+    rel = _self_relations(x, num_relation_heads, who, keep)
+    return F.log_softmax(torch.where(keep[:, None, None, :], rel.float(), _NEG), dim=-1)
+
+
+def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor, keep: Tensor) -> Tensor:
+    """KL(p_t || p_s) from both sides' :func:`relation_log_probs`, averaged over the rows
+    of real queries (``keep`` (B, L)): what :func:`relation_kl` computes with a mask."""
+    p_t = logp_t.exp()
+    per_row = (p_t * (logp_t - logp_s)).sum(dim=-1)
+    return _mean_over_rows(per_row, keep[:, None, :, None])
+
+
+RelationLogProbs = Callable[[Tensor, int, Tensor, str], Tensor]
+
+
 def relation_kl(
     x_s: Tensor,
     x_t: Tensor,
     mask: Tensor | None = None,
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
+    log_probs: RelationLogProbs | None = None,
 ) -> Tensor:
     """MiniLMv2 self-relation KL for one of Q, K or V (B, L, D_s) vs (B, L, D_t).
 
@@ -304,6 +325,11 @@ def relation_kl(
     over keys, averaged over (b, r, query row). ``pad_mask_mode="exclude"`` (default)
     removes padded keys from the softmaxes and padded rows from the average;
     ``"include"`` reproduces the authors' code: no mask, all L x L rows and keys count.
+
+    ``log_probs`` (masked case only; default :func:`relation_log_probs`) computes each
+    side's log-probabilities: a caller distilling the same features in several terms passes
+    a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with the
+    same values as computing them afresh.
     """
     _check_mode(pad_mask_mode, "relation_kl")
     if x_s.shape[:2] != x_t.shape[:2]:
@@ -314,14 +340,16 @@ def relation_kl(
     keep = None
     if pad_mask_mode == "exclude" and mask is not None and x_s.dim() == 3:
         keep = _check_mask(mask, x_s.shape[0], x_s.shape[1], "relation_kl")
-    # padded positions zeroed before the products (they are masked out of the loss anyway):
-    # every relation is finite, so the divergence may take its fast path
-    rel_s = _self_relations(x_s, num_relation_heads, "student", keep)
-    rel_t = _self_relations(x_t, num_relation_heads, "teacher", keep)
     if keep is None:
+        rel_s = _self_relations(x_s, num_relation_heads, "student")
+        rel_t = _self_relations(x_t, num_relation_heads, "teacher")
         return _row_divergence(rel_s, rel_t, None, None, kl=True)
-    return _row_divergence(rel_s, rel_t, keep[:, None, None, :], keep[:, None, :, None], True,
-                           finite=True)
+    # padded positions zeroed before the products (they are masked out of the loss anyway):
+    # every relation is finite, so the divergence takes its fast path (the finite=True
+    # branch of _row_divergence, op for op)
+    side = log_probs or relation_log_probs
+    return relation_kl_from_log_probs(side(x_s, num_relation_heads, keep, "student"),
+                                      side(x_t, num_relation_heads, keep, "teacher"), keep)
 
 
 def qkv_relation_kl(
@@ -330,8 +358,10 @@ def qkv_relation_kl(
     mask: Tensor | None = None,
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
+    log_probs: RelationLogProbs | None = None,
 ) -> Tensor:
-    """Sum of :func:`relation_kl` over the Q/K/V entries ("q", "k", "v") given.
+    """Sum of :func:`relation_kl` over the Q/K/V entries ("q", "k", "v") given
+    (``log_probs``: as :func:`relation_kl`'s).
 
     Both dicts must hold the same keys (a subset of q/k/v), so that a request mismatch
     between teacher and student fails loudly instead of silently dropping a term.
@@ -347,7 +377,7 @@ def qkv_relation_kl(
     if not keys_s:
         raise ValueError("qkv_relation_kl: no Q/K/V tensors given")
     return sum(
-        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode)
+        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, log_probs)
         for k in ("q", "k", "v")
         if k in keys_s
     )
@@ -516,11 +546,13 @@ def mixup_partner(
 
 
 def _gather_batch(
-    x: Tensor | Mapping[str, Tensor], partner: Tensor
+    x: Tensor | Mapping[str, Tensor], partner: Tensor,
+    gather: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor | Mapping[str, Tensor]:
     if isinstance(x, Tensor):
-        return x.index_select(0, partner.to(device=x.device, dtype=torch.long))
-    return {k: _gather_batch(v, partner) for k, v in x.items()}
+        index = partner.to(device=x.device, dtype=torch.long)
+        return x.index_select(0, index) if gather is None else gather(x, index)
+    return {k: _gather_batch(v, partner, gather) for k, v in x.items()}
 
 
 def _distance(
@@ -547,6 +579,7 @@ def consistency_loss(
     partner: Tensor,
     lam: float,
     mask_mixed: Tensor | None = None,
+    gather: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """CR-ILD consistency: ``lam * l(mixed, clean) + (1 - lam) * l(mixed, clean[partner])``.
 
@@ -557,11 +590,13 @@ def consistency_loss(
     dicts of tensors with the same keys (e.g. per layer; distances are summed over keys).
     ``mask_mixed`` (True = real) is the mixed input's mask, the union of both examples'
     tokens, and is used for both terms. lam == 1 computes only the first term.
+    ``gather(x, partner)`` (default ``x.index_select(0, partner)``) picks each tensor's
+    partner rows (a memo of the distance's intermediate results can record them).
     """
     first = _distance(distance_fn, mixed, clean, mask_mixed)
     if lam == 1.0:
         return lam * first
-    second = _distance(distance_fn, mixed, _gather_batch(clean, partner), mask_mixed)
+    second = _distance(distance_fn, mixed, _gather_batch(clean, partner, gather), mask_mixed)
     return lam * first + (1.0 - lam) * second
 
 
