@@ -46,7 +46,11 @@ from fairseq_crild.cli.benchmark_profile import (
     # any other copy_ is its caller's
     ("aten::copy_", "aten::addmm", "", "GEMM"),
     ("aten::copy_", "aten::clone", "", "other"),
-    ("aten::bernoulli_", "aten::dropout", "", "other"),
+    ("aten::bernoulli_", "aten::dropout", "", "dropout"),
+    ("aten::mul", "aten::dropout", "dropout", "dropout"),
+    # the attention scope (under scaled_dot_product_attention) takes its math path's ops
+    ("aten::bmm", "aten::matmul", "attention", "attention"),
+    ("aten::_softmax", "aten::softmax", "attention", "attention"),
     ("aten::add", "", "", "other"),
 ])
 def test_classify_op(name, parent, scope, expected):
@@ -76,6 +80,26 @@ def test_aggregate_follows_scopes_into_backward():
     assert ops["aten::_log_softmax_backward_data"] == "relation KL / loss"  # via its node
     assert ops["aten::addmm"] == "GEMM"
     assert ops["aten::mm"] == "GEMM"  # AddmmBackward0 outside the scope
+
+
+def test_aggregate_puts_attention_and_its_dropout_in_their_scopes():
+    """Training on the CPU takes the math path of SDPA (attention dropout): its products and
+    softmax are attention, forward and backward; its dropout is dropout."""
+    from torch.profiler import ProfilerActivity, profile
+
+    q = torch.randn(2, 2, 5, 4, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        out = torch.nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+        out.sum().backward()
+    _, by_op = aggregate(list(prof.events()))
+    classes = {}
+    for cls, name in by_op:
+        classes.setdefault(name, set()).add(cls)
+    assert classes["aten::bernoulli_"] == {"dropout"}
+    for name in ("aten::bmm", "aten::_softmax", "aten::_softmax_backward_data"):
+        if name in classes:
+            assert classes[name] == {"attention"}, name
+    assert "GEMM" not in {c for cls in classes.values() for c in cls}
 
 
 def test_criterion_scopes_are_restored():

@@ -7,18 +7,23 @@ fp32 master copy fairseq's trainer keeps). ``torch.profiler`` records ``--steps`
 ``--warmup`` untimed ones; every op's *self* CPU time (its own time, children excluded, so
 the classes add up to the profiled wall time) goes to one class:
 
-GEMM (addmm/mm/bmm/matmul/linear), attention (fused SDPA, forward and backward), softmax,
-LayerNorm/GELU, relation KL / loss (every op of the ILD distances and of the consistency
-term, their relation products included), mixup (mixing the embedding output and the
-padding mask), casts (``aten::to`` / ``_to_copy`` / the ``copy_`` they run), optimizer
-(the Adam update, its casts included), other.
+GEMM (addmm/mm/bmm/matmul/linear: the layers' products), attention (everything
+``scaled_dot_product_attention`` runs, forward and backward: the fused kernel, or on the
+CPU in training, where attention dropout rules the fused kernel out, the math path's
+products, mask and softmax), softmax (outside attention and the losses), LayerNorm/GELU,
+relation KL / loss (every op of the ILD distances and of the consistency term, their
+relation products included), mixup (mixing the embedding output and the padding mask),
+casts (``aten::to`` / ``_to_copy`` / the ``copy_`` they run), optimizer (the Adam update,
+its casts included), dropout (the masks' random draws and products, attention dropout
+included), other.
 
-The scopes (loss, mixup, optimizer) come from ``record_function`` ranges put around the
-criterion's distance, consistency and mixup functions while profiling (patched in, then
-restored); a backward op inherits the scope of the forward op that made its autograd node
-(same sequence number). :func:`classify_op` is the pure part: (op name, parent op, scope)
--> class. The profiler adds a few microseconds per op, so the small-op classes read a
-little high; a loaded machine inflates every class alike, so read shares, not milliseconds.
+The scopes come from the op tree: ``record_function`` ranges put around the criterion's
+distance, consistency and mixup functions while profiling (patched in, then restored), and
+the ``aten::scaled_dot_product_attention`` and ``aten::dropout`` calls; the innermost wins,
+and a backward op inherits the scope of the forward op that made its autograd node (same
+sequence number). :func:`classify_op` is the pure part: (op name, parent op, scope) ->
+class. The profiler adds a few microseconds per op, so the small-op classes read a little
+high; a loaded machine inflates every class alike, so read shares, not milliseconds.
 """
 
 from __future__ import annotations
@@ -30,10 +35,14 @@ import torch
 
 #: op classes in table order
 CLASSES = ("GEMM", "attention", "softmax", "LayerNorm/GELU", "relation KL / loss", "mixup",
-           "casts", "optimizer", "other")
+           "casts", "optimizer", "dropout", "other")
 #: record_function ranges the profiler patches in: prefix + scope
 SCOPE_PREFIX = "crild::"
-SCOPE_CLASS = {"loss": "relation KL / loss", "mixup": "mixup", "optimizer": "optimizer"}
+SCOPE_CLASS = {"loss": "relation KL / loss", "mixup": "mixup", "optimizer": "optimizer",
+               "attention": "attention", "dropout": "dropout"}
+#: ops whose whole subtree is one scope
+ROOT_SCOPES = {"aten::scaled_dot_product_attention": "attention", "aten::dropout": "dropout",
+               "aten::native_dropout": "dropout", "aten::feature_dropout": "dropout"}
 CAST_OPS = ("aten::to", "aten::_to_copy")
 _GEMM = ("addmm", "aten::mm", "aten::bmm", "baddbmm", "matmul", "aten::linear", "addmv",
          "aten::mv", "aten::dot", "mmbackward", "bmmbackward", "mkldnn_linear",
@@ -46,12 +55,13 @@ _NORM_ACT = ("layer_norm", "layernorm", "gelu")
 def classify_op(name: str, parent: str = "", scope: str = "") -> str:
     """The class of one profiled op: ``name`` its event name (``aten::addmm``,
     ``AddmmBackward0``, ...), ``parent`` the name of the op that called it ("" at top
-    level), ``scope`` the criterion range it ran in ("loss", "mixup", "optimizer" or "").
+    level), ``scope`` the innermost scope it ran in ("loss", "mixup", "optimizer" from the
+    criterion's ranges, "attention", "dropout" from the ops above it, or "").
 
     Precedence: the optimizer scope (its casts are the update's), then casts (``copy_``
-    counts as a cast when a cast runs it, or from Python directly), then the loss and mixup
-    scopes, then the op's own name; any other ``copy_`` is its caller's (addmm's bias copy
-    is GEMM work, a ``clone``'s is other)."""
+    counts as a cast when a cast runs it, or from Python directly), then the other scopes,
+    then the op's own name; any other ``copy_`` is its caller's (addmm's bias copy is GEMM
+    work, a ``clone``'s is other)."""
     if scope == "optimizer":
         return "optimizer"
     if name in CAST_OPS or (name == "aten::copy_" and (not parent or parent in CAST_OPS)):
@@ -71,6 +81,8 @@ def classify_op(name: str, parent: str = "", scope: str = "") -> str:
         return "LayerNorm/GELU"
     if "adam" in low or "_foreach" in low:
         return "optimizer"
+    if "bernoulli" in low or "dropout" in low:
+        return "dropout"
     return "other"
 
 
@@ -110,13 +122,16 @@ def criterion_scopes() -> Iterator[None]:
 
 
 def _scope_of(event, seq_scope: Dict[int, str]) -> str:
-    """The innermost criterion range above ``event``, or for a backward op the range of
-    the forward op that made its autograd node."""
+    """The innermost scope at ``event`` (itself included): a criterion range or a root op
+    (:data:`ROOT_SCOPES`); for a backward op the scope of the forward op that made its
+    autograd node."""
     node = event
     while node is not None:
         name = node.name
         if name.startswith(SCOPE_PREFIX):
             return name[len(SCOPE_PREFIX):]
+        if name in ROOT_SCOPES:
+            return ROOT_SCOPES[name]
         if name.startswith("autograd::engine::evaluate_function:"):
             return seq_scope.get(node.sequence_nr, "")
         node = node.cpu_parent
