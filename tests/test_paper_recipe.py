@@ -115,12 +115,17 @@ def test_cpu_few_sample_budget_trains_longer_on_its_1000_examples():
     for name in ("table", "cpu"):
         full, few = recipe.budget_for(name, "STS-B"), recipe.budget_for(name, "STS-B",
                                                                          "few_sample")
-        assert (few.teacher_epochs, few.stage1_epochs, few.stage2_epochs) == (10, 10, 4)
+        assert (few.teacher_epochs, few.stage1_epochs, few.stage2_epochs) == (10, 10, 10)
         assert few.teacher_lr == full.teacher_lr and few.student_lr == full.student_lr
-        assert few.sentence_pooling == "mean" and few.eval_every == 30
-        s1 = recipe.stage1_args("D", "S", "l_ild", "T", "B", [], recipe.setting_train_size(
-            5749, "few_sample"), few, 1)
+        assert few.sentence_pooling == "mean" and few.stage2_batch == 16
+        n_few = recipe.setting_train_size(5749, "few_sample")
+        s1 = recipe.stage1_args("D", "S", "l_ild", "T", "B", [], n_few, few, 1)
         assert int(opt(s1, "--total-num-update")) == math.ceil(1000 / 32) * 10
+        s2 = recipe.stage2_args("D", "S", "kd", "T", "I", "B", [], n_few, "pearson", few, 1)
+        assert int(opt(s2, "--total-num-update")) == math.ceil(1000 / 16) * 10  # 630
+        assert opt(s2, "--validate-interval-updates") == "60"
+        teacher = recipe.teacher_args("D", "S", "B", [], n_few, "pearson", few, 1)
+        assert opt(teacher, "--validate-interval-updates") == "30"
     assert recipe.budget_for("table", "STS-B", "label_noise") == recipe.budget_for(
         "table", "STS-B")  # label noise: the full budget (the teacher keeps its last)
 
