@@ -148,3 +148,35 @@ def test_profile_option_end_to_end(tiny_env, tmp_path, capsys):
         assert sum(c["share"] for c in row["classes"].values()) == pytest.approx(1.0)
         assert row["classes"]["relation KL / loss"]["ms_per_step"] > 0
         assert row["classes"]["optimizer"]["ms_per_step"] > 0
+
+
+def test_relation_memo_ab_variant(tiny_env, tmp_path):
+    """--variants cr_ild_step,cr_ild_unshared_step: the memo's A/B, interleaved, with its
+    same-round ratio (fake clock: the bookkeeping, not the speed)."""
+    import json
+
+    from scripts.benchmark import VARIANTS, main
+    from tests.test_benchmark import CountingTimer
+
+    assert "cr_ild_unshared_step" not in VARIANTS  # not in the default run
+    out = tmp_path / "ab.json"
+    threads = torch.get_num_threads()
+    try:
+        code = main(["--glue-dir", str(tiny_env["glue"]), "--task", "RTE", "--base",
+                     str(tiny_env["ckpt"]), "--student-layers", "2", "--batch-size", "8",
+                     "--steps", "2", "--warmup", "0", "--repeats", "1", "--interleave", "2",
+                     "--threads", "1", "--gemm-size", "0", "--epoch-tasks", "",
+                     "--no-memory", "--variants", "cr_ild_step,cr_ild_unshared_step",
+                     "--work-dir", str(tmp_path / "work"), "--json", str(out)],
+                    timer=CountingTimer())
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert list(result["variants"]) == ["cr_ild_step", "cr_ild_unshared_step"]
+    # per round: unshared seconds / shared seconds (same batches, so same examples)
+    rounds = result["rounds"]
+    expected = sorted(r["pass_s"]["cr_ild_unshared_step"][0] / r["pass_s"]["cr_ild_step"][0]
+                      for r in rounds)
+    assert result["ratios"]["speedup_relation_memo"] == pytest.approx(
+        sum(expected) / 2, abs=1e-3)

@@ -31,8 +31,10 @@ consistency weight ramped up) on length buckets; the same without its clean pass
 (``--consistency-weight 0``); the same preset step on fresh mixup pairs (the batches
 ``--train-batches auto`` gives a mixing criterion); the preset step on the length-bucket
 batches padded to ``--pad-length`` (the stand-in for the authors' code); one Adam update of
-the student (not part of the steps above). Tokens/s counts real (unpadded) tokens for every
-variant, so padded variants show useful throughput.
+the student (not part of the steps above). Timed only when ``--variants`` names it:
+``cr_ild_unshared_step``, the preset step with the Q/K/V relations recomputed for each term
+(no relation memo; ratio ``speedup_relation_memo``). Tokens/s counts real (unpadded) tokens
+for every variant, so padded variants show useful throughput.
 
 Timing: ``--warmup`` untimed steps per variant, then ``--interleave`` rounds; each round
 times every variant, and one GEMM per precision (``--gemm-repeats`` products of
@@ -405,6 +407,9 @@ CR_ILD = ["--criterion", "cr_ild", "--ild-preset", "cr_ild"]
 VARIANTS = ("teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_step",
             "kd_step", "kd_cached_step", "cr_ild_step", "cr_ild_no_clean_step",
             "cr_ild_fresh_step", "cr_ild_pad128_step", "adam_update")
+#: variants timed only when --variants names them: the CR-ILD step with the Q/K/V relations
+#: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo
+EXTRA_VARIANTS = ("cr_ild_unshared_step",)
 # the batches each variant runs: length buckets, fresh mixup pairs, or buckets padded
 LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128"}
 # same-precision ratios: key -> (numerator, denominators), on seconds per example per round
@@ -419,6 +424,7 @@ RATIOS = {
     "dynamic_vs_pad128": ("cr_ild_step", "cr_ild_pad128_step"),
     "speedup_dynamic_over_pad128": ("cr_ild_pad128_step", "cr_ild_step"),
     "speedup_fresh_over_pad128": ("cr_ild_pad128_step", "cr_ild_fresh_step"),
+    "speedup_relation_memo": ("cr_ild_unshared_step", "cr_ild_step"),
 }
 
 
@@ -488,6 +494,13 @@ def gemm_pass(precision: str, n: int, count: int, device: torch.device
     return run, count * gemm_flops(n)
 
 
+def unshared(bench: Bench) -> Trainee:
+    """The CR-ILD preset's trainee with the relations recomputed per term (no memo)."""
+    trainee = bench.trainee("cr_ild_unshared", CR_ILD)
+    trainee.criterion.share_relations = False
+    return trainee
+
+
 def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
         Dict[str, Timed], Dict[str, Any]]:
     """Every (variant, precision) to time, trainees built and batches collated up front."""
@@ -495,7 +508,8 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
     buckets = first.epoch_batches("length-buckets")
     picks = {"buckets": first.spread(buckets, args.steps),
              "fresh": first.spread(first.epoch_batches("fresh-pairs"), args.steps)}
-    wanted = [v for v in VARIANTS if not args.variants or v in args.variants]
+    wanted = [v for v in VARIANTS + EXTRA_VARIANTS
+              if v in args.variants or (not args.variants and v in VARIANTS)]
     extra: Dict[str, Any] = {"epoch_batches": len(buckets),
                              "timed_batches": len(picks["buckets"])}
     timed: Dict[str, Timed] = {}
@@ -532,6 +546,7 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
             "cr_ild_fresh_step": lambda: bench.train_step(bench.trainee("cr_ild", CR_ILD)),
             "cr_ild_pad128_step": lambda: bench.train_step(bench.trainee("cr_ild", CR_ILD)),
             "adam_update": lambda: bench.adam_update(ft, batches["buckets"][0]),
+            "cr_ild_unshared_step": lambda: bench.train_step(unshared(bench)),
         }
         pad = bench.task.source_dictionary.pad()
         teacher_shape = encoder_shape(bench.task.teacher.model)
@@ -628,7 +643,7 @@ def summarise(timed: Dict[str, Timed], measured: Dict[str, Any], args) -> Dict[s
                 ratio_rounds[label(key, precision, args.precisions)] = per_round_ratio(
                     records, work, *parts)
     if "bf16" in args.precisions and "fp32" in args.precisions:
-        for name in VARIANTS:
+        for name in VARIANTS + EXTRA_VARIANTS:
             a, b = label(name, "fp32", args.precisions), label(name, "bf16", args.precisions)
             if a in timed and b in timed and name != "adam_update":
                 ratio_rounds[f"{name}_speedup_bf16_over_fp32"] = per_round_ratio(
@@ -835,9 +850,10 @@ def parse_args(argv=None):
         p.error("--interleave and --repeats must be >= 1")
     args.epoch_tasks = [t for t in args.epoch_tasks.split(",") if t]
     args.variants = [v for v in args.variants.split(",") if v]
-    unknown = (set(args.variants) | ({args.profile} if args.profile else set())) - set(VARIANTS)
+    known = VARIANTS + EXTRA_VARIANTS
+    unknown = (set(args.variants) | ({args.profile} if args.profile else set())) - set(known)
     if unknown:
-        p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+        p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(known)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device")
     if "fp16" in args.precisions and args.device == "cpu":
