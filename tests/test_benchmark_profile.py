@@ -136,14 +136,17 @@ def test_profile_option_end_to_end(tiny_env, tmp_path, capsys):
         code = main(["--glue-dir", str(tiny_env["glue"]), "--task", "RTE", "--base",
                      str(tiny_env["ckpt"]), "--student-layers", "2", "--batch-size", "8",
                      "--steps", "2", "--warmup", "1", "--threads", "1",
-                     "--precisions", "fp32,bf16", "--profile", "cr_ild_step",
+                     "--precisions", "fp32,bf16", "--profile",
+                     "cr_ild_step,cr_ild_unshared_step",
                      "--work-dir", str(tmp_path / "work"), "--json", str(out)])
     finally:
         torch.set_num_threads(threads)
     assert code == 0
-    assert "| relation KL / loss |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| relation KL / loss |" in text and "cr_ild_unshared_step bf16 ms/step" in text
     profile = json.loads(out.read_text())["profile"]
-    assert list(profile) == ["cr_ild_step@fp32", "cr_ild_step@bf16"]
+    assert list(profile) == ["cr_ild_step@fp32", "cr_ild_unshared_step@fp32",
+                             "cr_ild_step@bf16", "cr_ild_unshared_step@bf16"]
     for row in profile.values():
         assert sum(c["share"] for c in row["classes"].values()) == pytest.approx(1.0)
         assert row["classes"]["relation KL / loss"]["ms_per_step"] > 0

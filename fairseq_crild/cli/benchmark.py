@@ -52,8 +52,8 @@ every millisecond by a thread during a separate untimed pass (after ``malloc_tri
 freed heap to the OS; ``getrusage`` maxrss cannot be reset, so only the first variant could
 be read from it). Both exclude the model weights already loaded.
 
-Profile: ``--profile VARIANT`` (e.g. cr_ild_step) profiles that variant's step plus one Adam
-update with torch.profiler at each of ``--precisions`` (``--warmup`` untimed steps, then
+Profile: ``--profile VARIANT[,VARIANT]`` (e.g. cr_ild_step) profiles each variant's step plus
+one Adam update with torch.profiler at each of ``--precisions`` (``--warmup`` untimed steps, then
 ``--steps``) and prints the self CPU time per op class instead of the tables
 (fairseq_crild/cli/benchmark_profile.py).
 
@@ -835,9 +835,11 @@ def parse_args(argv=None):
     prec.add_argument("--precisions", default="", help="comma list of fp32, bf16, fp16: "
                       "every variant at each, interleaved in the same rounds (one task, "
                       "teacher and students per precision)")
-    p.add_argument("--profile", default="", metavar="VARIANT", help="profile this variant's "
-                   "step (plus one Adam update) per op class with torch.profiler at each "
-                   "precision, print that table and skip the timing tables")
+    p.add_argument("--profile", default="", metavar="VARIANT[,VARIANT]", help="profile "
+                   "these variants' steps (each plus one Adam update) per op class with "
+                   "torch.profiler at each precision, print that table and skip the timing "
+                   "tables (e.g. cr_ild_step,cr_ild_unshared_step: with and without the "
+                   "relation memo)")
     p.add_argument("--work-dir", default="", help="keep converted model, data and cache here "
                    "(reused by later runs; default: a temporary folder)")
     args = p.parse_args(argv)
@@ -851,7 +853,8 @@ def parse_args(argv=None):
     args.epoch_tasks = [t for t in args.epoch_tasks.split(",") if t]
     args.variants = [v for v in args.variants.split(",") if v]
     known = VARIANTS + EXTRA_VARIANTS
-    unknown = (set(args.variants) | ({args.profile} if args.profile else set())) - set(known)
+    args.profile = [v for v in args.profile.split(",") if v]
+    unknown = (set(args.variants) | set(args.profile)) - set(known)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(known)}")
     if args.device == "cuda" and not torch.cuda.is_available():

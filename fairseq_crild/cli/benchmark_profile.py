@@ -203,11 +203,12 @@ def adam_over(trainees) -> Any:
 
 
 def run_profile(benches, args, work: str) -> Dict[str, Any]:
-    """``--profile VARIANT`` at each of ``--precisions``: the variant's step from the
-    benchmark's own builder, then one Adam update, profiled per op class."""
+    """``--profile VARIANT[,VARIANT]`` at each of ``--precisions``: each variant's step
+    from the benchmark's own builder, then one Adam update, profiled per op class (one
+    after the other, in the benchmark's variant order)."""
     from fairseq_crild.cli.benchmark import build_variants
 
-    sub = type(args)(**{**vars(args), "variants": [args.profile]})
+    sub = type(args)(**{**vars(args), "variants": list(args.profile)})
     timed, _ = build_variants(benches, sub, work)
     out: Dict[str, Any] = {}
     for key, t in timed.items():
@@ -224,8 +225,12 @@ def run_profile(benches, args, work: str) -> Dict[str, Any]:
 def format_profile(result: Dict[str, Any]) -> str:
     """The per-class table: one column pair (ms/step, share) per profiled precision."""
     keys = list(result)
-    head = "| op class | " + " | ".join(f"{result[k]['precision']} ms/step | share"
-                                        for k in keys) + " |"
+    names = {result[k]["variant"] for k in keys if "variant" in result[k]}
+
+    def column(k: str) -> str:
+        row = result[k]
+        return row["precision"] if len(names) <= 1 else f"{row['variant']} {row['precision']}"
+    head = "| op class | " + " | ".join(f"{column(k)} ms/step | share" for k in keys) + " |"
     lines = [f"profile of {', '.join(keys)}: self CPU time per step (torch.profiler; "
              f"{result[keys[0]]['steps']} steps)", "", head,
              "|---|" + "---|---|" * len(keys)]
