@@ -149,6 +149,8 @@ def test_profile_option_end_to_end(tiny_env, tmp_path, capsys):
                              "cr_ild_step@bf16", "cr_ild_unshared_step@bf16"]
     for row in profile.values():
         assert sum(c["share"] for c in row["classes"].values()) == pytest.approx(1.0)
+        # one student's update each: the other variant's gradients were cleared
+        assert row["optimizer_params"] == profile["cr_ild_step@fp32"]["optimizer_params"]
         assert row["classes"]["relation KL / loss"]["ms_per_step"] > 0
         assert row["classes"]["optimizer"]["ms_per_step"] > 0
 

@@ -193,7 +193,8 @@ def profile_step(step, batches: List[Dict[str, Any]], optimizer_step, warmup: in
 
 def adam_over(trainees) -> Any:
     """One fairseq Adam over every trainee's trainable parameters (those without a
-    gradient, i.e. the other trainees', are skipped by the update)."""
+    gradient, i.e. the other trainees' once their gradients are cleared, are skipped by the
+    update)."""
     from fairseq import optim
 
     first = next(iter(trainees))
@@ -215,10 +216,20 @@ def run_profile(benches, args, work: str) -> Dict[str, Any]:
         bench = benches[t.precision]
         optimizer_step: Optional[Any] = None
         if t.name.endswith("_step"):
-            optimizer_step = adam_over(list(bench.trainees.values()))
+            trainees = list(bench.trainees.values())
+            for trainee in trainees:  # another variant's gradients would be updated too
+                for m in (trainee.model, trainee.criterion):
+                    for p in m.parameters():
+                        p.grad = None
+            optimizer_step = adam_over(trainees)
         out[key] = {"variant": t.name, "precision": t.precision,
                     **profile_step(t.step, t.batches, optimizer_step, max(args.warmup, 1),
                                    args.steps)}
+        # what the update moved: the parameters the step gave gradients
+        out[key]["optimizer_params"] = sum(
+            p.numel() for trainee in bench.trainees.values()
+            for m in (trainee.model, trainee.criterion) for p in m.parameters()
+            if p.grad is not None)
     return out
 
 
