@@ -38,7 +38,7 @@ SETTINGS = ("full", "few_sample", "label_noise")
 FEW_SAMPLE = 1000  # training examples, drawn per seed by the task
 LABEL_NOISE = 0.3  # probability that a training label is flipped, independently per example
 FEW_SAMPLE_TEACHER_EPOCHS = 20
-CPU_FEW_SAMPLE_EPOCHS = 10  # the CPU budgets' few-sample teacher and stages (the authors: 20, 20, 4)
+CPU_FEW_SAMPLE_EPOCHS = 10  # the CPU budgets' few-sample teacher and stages (authors: 20, 20, 4)
 
 # The CPU budgets' teacher recipe per task, (lr, epochs), from the dev sweep of
 # all-MiniLM-L6-v2 with mean pooling (scripts/teacher_sweep.py; README "Teacher sweep").
