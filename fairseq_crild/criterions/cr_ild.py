@@ -187,6 +187,10 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
     #: gradients equal up to rounding); False recomputes them per term, as before (kept for
     #: the benchmark's A/B and the numerics tests)
     share_relations: bool = True
+    #: the encoders stop at the last requested feature (``FeatureRequest.stop_early``: for
+    #: the last layer's Q/K/V, the rest of that layer is skipped; same features, same random
+    #: stream); False runs every layer, as before (kept for the benchmark's A/B)
+    stop_early: bool = True
 
     def __init__(self, cfg: CrIldConfig, task):
         require(task, DistillTaskState, "cr_ild")
@@ -262,7 +266,8 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
 
     # ------------------------------------------------------------------ features
     def _student_request(self, mixup: Optional[MixupSpec]) -> FeatureRequest:
-        return feature_request(self.options.objects, self.layers.student_layers, mixup)
+        return feature_request(self.options.objects, self.layers.student_layers, mixup,
+                               self.stop_early)
 
     def _student_features(self, extra: Dict[str, Any]) -> Dict[str, Any]:
         return select_features(extra, self.options.objects, self.layers.student_layers,
@@ -307,7 +312,8 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
         follow_student(teacher, model)
         t_layers = self.layers.teacher_layers
         _, t_extra = teacher(net_input, None,
-                             feature_request(self.options.objects, t_layers, mixup))
+                             feature_request(self.options.objects, t_layers, mixup,
+                                             self.stop_early))
         mask = ~s_extra["padding_mask"]
         s_feats = self._student_features(s_extra)
         t_feats = select_features(t_extra, self.options.objects, t_layers,

@@ -24,13 +24,16 @@ def object_of(key: str) -> str:
 
 
 def feature_request(objects: Sequence[str], layers: Sequence[int],
-                    mixup: Optional[MixupSpec]) -> FeatureRequest:
-    """Only what the objects need from ``layers`` (hidden states come as one list)."""
+                    mixup: Optional[MixupSpec], stop_early: bool = True) -> FeatureRequest:
+    """Only what the objects need from ``layers`` (hidden states come as one list), and the
+    encoder stops there (``stop_early``: e.g. the last layer's Q/K/V without the rest of
+    that layer; the criterion never reads the last hidden states)."""
     return FeatureRequest(
         hidden_states=bool({"hidden", "cls"} & set(objects)),
         attention_scores=frozenset(layers) if "attention" in objects else frozenset(),
         qkv=frozenset(layers) if "qkv" in objects else frozenset(),
         mixup=mixup,
+        stop_early=stop_early,
     )
 
 

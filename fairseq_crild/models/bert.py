@@ -130,6 +130,11 @@ class BertSelfAttention(nn.Module):
         b, _, t, _ = ctx.shape
         return self.out_proj(ctx.transpose(1, 2).reshape(b, t, -1)), out
 
+    def qkv_only(self, x: Tensor) -> Dict[str, Any]:
+        """The Q/K/V projections alone (what ``forward(..., want_qkv=True)`` returns as
+        ``qkv``, bit for bit), for a forward that stops there."""
+        return {"qkv": {"q": self.q_proj(x), "k": self.k_proj(x), "v": self.v_proj(x)}}
+
 
 class BertLayer(nn.Module):
     """Post-LN transformer layer: LN(x + attn(x)), then LN(h + FFN(h))."""
@@ -151,6 +156,17 @@ class BertLayer(nn.Module):
         h = self.attn_layer_norm(x + self.dropout(attn))
         ffn = self.fc2(F.gelu(self.fc1(h)))
         return self.final_layer_norm(h + self.dropout(ffn)), extra
+
+    def dropout_draws(self, shape: Tuple[int, int, int]) -> List[Tuple[int, float]]:
+        """(element count, drop probability) of each random draw ``forward`` makes on an
+        input of ``shape`` (B, T, D), in order: the attention dropout over (B, H, T, T), then
+        the two hidden-state dropouts (none outside training or at p = 0)."""
+        if not self.training:
+            return []
+        b, t, d = shape
+        draws = [(b * self.attention.num_heads * t * t, float(self.attention.attention_dropout)),
+                 (b * t * d, float(self.dropout.p)), (b * t * d, float(self.dropout.p))]
+        return [(n, p) for n, p in draws if p > 0 and n > 0]
 
 
 class BertClassificationHead(nn.Module):
@@ -279,7 +295,19 @@ class BertModel(BaseFairseqModel):
         hidden: Optional[List[Tensor]] = [x] if request.hidden_states else None
         scores: Dict[int, Tensor] = {}
         qkv: Dict[int, Dict[str, Tensor]] = {}
+        stop = self._stop_layer(request, classification_head_name, x)
+        shape: Optional[Tuple[int, int, int]] = None  # of the layers' input, once skipping
         for i, layer in enumerate(self.layers):
+            if stop is not None and (i > stop or (i == stop and i not in request.attention_scores)):
+                if shape is None:
+                    shape = tuple(x.shape)  # type: ignore[assignment]
+                    if i == stop:
+                        qkv[i] = layer.attention.qkv_only(x)["qkv"]
+                    x = None  # type: ignore[assignment]
+                # the skipped dropouts' draws, so the random stream is the full forward's
+                for n, p in layer.dropout_draws(shape):  # type: ignore[arg-type]
+                    torch.empty(n, device=padding_mask.device).bernoulli_(1.0 - p)
+                continue
             x, layer_extra = layer(x, key_keep, i in request.attention_scores, i in request.qkv)
             if hidden is not None:
                 hidden.append(x)
@@ -300,6 +328,26 @@ class BertModel(BaseFairseqModel):
             if classification_head_name is not None:
                 return self.classification_heads[classification_head_name](pooled), extra
         return x, extra
+
+    def _stop_layer(self, request: FeatureRequest, head: Optional[str],
+                    x: Tensor) -> Optional[int]:
+        """The last layer a ``stop_early`` request needs (None: run every layer). Skipped
+        dropouts are replayed as draws of the same sizes, which reproduces the random
+        stream of the CPU generator (serial, one draw per element); on other devices a
+        training forward with dropout runs every layer."""
+        if (not request.stop_early or head is not None or request.pooled_output
+                or request.hidden_states):
+            return None
+        needed = request.qkv | request.attention_scores
+        if not needed:
+            return None
+        last = max(needed)
+        if last >= len(self.layers) - 1 and last in request.attention_scores:
+            return None  # the last layer runs in full anyway
+        if x.device.type != "cpu" and any(layer.dropout_draws((1, 1, 1))
+                                          for layer in self.layers[last:]):
+            return None
+        return last
 
     def upgrade_state_dict_named(self, state_dict: Dict[str, Tensor], name: str) -> None:
         """Reconciles classification heads between a checkpoint and this model (as RoBERTa).

@@ -68,6 +68,13 @@ class FeatureRequest:
     lowest value}),
     ``qkv`` ({layer: {"q", "k", "v": (B, T, D)}}), ``pooled_output`` (B, D) and
     ``padding_mask`` (B, T) True at padding (after mixup: padding in both examples).
+
+    ``stop_early``: compute no more than the requested features need (without hidden states,
+    pooled output or head: the layers up to the last one with requested scores or Q/K/V, and
+    of that one only its Q/K/V projections when no scores are requested); the model then
+    returns None in place of the last hidden states. The random draws of the dropouts it
+    skips are still made on the CPU, so the random stream (and any later pass's dropout) is
+    what the full forward leaves; elsewhere a training forward with dropout runs every layer.
     """
 
     hidden_states: bool = False
@@ -75,3 +82,4 @@ class FeatureRequest:
     qkv: FrozenSet[int] = field(default_factory=frozenset)
     pooled_output: bool = False
     mixup: Optional[MixupSpec] = None
+    stop_early: bool = False
