@@ -33,7 +33,10 @@ consistency weight ramped up) on length buckets; the same without its clean pass
 batches padded to ``--pad-length`` (the stand-in for the authors' code); one Adam update of
 the student (not part of the steps above). Timed only when ``--variants`` names it:
 ``cr_ild_unshared_step``, the preset step with the Q/K/V relations recomputed for each term
-(no relation memo; ratio ``speedup_relation_memo``). Tokens/s counts real (unpadded) tokens
+(no relation memo; ratio ``speedup_relation_memo``), and ``cr_ild_full_layers_step``, the
+preset step with every encoder layer run to its end (no ``stop_early``; ratio
+``speedup_stop_early``). The student clean forward stops at the last layer's Q/K/V, as the
+criterion's clean pass. Tokens/s counts real (unpadded) tokens
 for every variant, so padded variants show useful throughput.
 
 Timing: ``--warmup`` untimed steps per variant, then ``--interleave`` rounds; each round
@@ -387,7 +390,8 @@ class Bench:
         from fairseq_crild.models.requests import FeatureRequest
 
         model = trainee.model.train()
-        request = FeatureRequest(qkv=frozenset({model.num_layers - 1}))
+        # as the criterion asks: the last layer's Q/K/V, stopping there
+        request = FeatureRequest(qkv=frozenset({model.num_layers - 1}), stop_early=True)
 
         def step(sample):
             with torch.no_grad():
@@ -408,8 +412,9 @@ VARIANTS = ("teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_ste
             "kd_step", "kd_cached_step", "cr_ild_step", "cr_ild_no_clean_step",
             "cr_ild_fresh_step", "cr_ild_pad128_step", "adam_update")
 #: variants timed only when --variants names them: the CR-ILD step with the Q/K/V relations
-#: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo
-EXTRA_VARIANTS = ("cr_ild_unshared_step",)
+#: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo;
+#: the CR-ILD step with every encoder layer run (CrIldCriterion.stop_early = False)
+EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step")
 # the batches each variant runs: length buckets, fresh mixup pairs, or buckets padded
 LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128"}
 # same-precision ratios: key -> (numerator, denominators), on seconds per example per round
@@ -425,6 +430,7 @@ RATIOS = {
     "speedup_dynamic_over_pad128": ("cr_ild_pad128_step", "cr_ild_step"),
     "speedup_fresh_over_pad128": ("cr_ild_pad128_step", "cr_ild_fresh_step"),
     "speedup_relation_memo": ("cr_ild_unshared_step", "cr_ild_step"),
+    "speedup_stop_early": ("cr_ild_full_layers_step", "cr_ild_step"),
 }
 
 
@@ -501,6 +507,13 @@ def unshared(bench: Bench) -> Trainee:
     return trainee
 
 
+def full_layers(bench: Bench) -> Trainee:
+    """The CR-ILD preset's trainee with every encoder layer run (no early stop)."""
+    trainee = bench.trainee("cr_ild_full_layers", CR_ILD)
+    trainee.criterion.stop_early = False
+    return trainee
+
+
 def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
         Dict[str, Timed], Dict[str, Any]]:
     """Every (variant, precision) to time, trainees built and batches collated up front."""
@@ -547,6 +560,7 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
             "cr_ild_pad128_step": lambda: bench.train_step(bench.trainee("cr_ild", CR_ILD)),
             "adam_update": lambda: bench.adam_update(ft, batches["buckets"][0]),
             "cr_ild_unshared_step": lambda: bench.train_step(unshared(bench)),
+            "cr_ild_full_layers_step": lambda: bench.train_step(full_layers(bench)),
         }
         pad = bench.task.source_dictionary.pad()
         teacher_shape = encoder_shape(bench.task.teacher.model)
