@@ -897,7 +897,8 @@ def main(argv=None, timer: Optional[Timer] = None) -> int:
         if args.profile:
             from fairseq_crild.cli.benchmark_profile import format_profile, run_profile
 
-            profiled = run_profile(benches, args, work)
+            only = type(args)(**{**vars(args), "variants": list(args.profile)})
+            profiled = run_profile(benches, build_variants(benches, only, work)[0], args)
             print(format_profile(profiled))
             if args.json:
                 _write_json(args.json, {"environment": environment(args),

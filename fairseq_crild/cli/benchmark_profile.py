@@ -203,14 +203,11 @@ def adam_over(trainees) -> Any:
     return optim.build_optimizer(first.cfg.optimizer, params).step
 
 
-def run_profile(benches, args, work: str) -> Dict[str, Any]:
+def run_profile(benches, timed, args) -> Dict[str, Any]:
     """``--profile VARIANT[,VARIANT]`` at each of ``--precisions``: each variant's step
-    from the benchmark's own builder, then one Adam update, profiled per op class (one
-    after the other, in the benchmark's variant order)."""
-    from fairseq_crild.cli.benchmark import build_variants
-
-    sub = type(args)(**{**vars(args), "variants": list(args.profile)})
-    timed, _ = build_variants(benches, sub, work)
+    (``timed``, from the benchmark's own builder, which passes them in: this module does not
+    import the benchmark), then one Adam update, profiled per op class (one after the other,
+    in the benchmark's variant order)."""
     out: Dict[str, Any] = {}
     for key, t in timed.items():
         bench = benches[t.precision]
