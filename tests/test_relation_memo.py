@@ -10,6 +10,7 @@ import torch
 from fairseq_crild.criterions.cr_ild import CrIldCriterion
 from fairseq_crild.criterions.ild_distance import RelationMemo
 from fairseq_crild.distill import losses
+from tests.helpers_criterion import both_ways
 from tests.test_distill_criterions import _bert, _sample, _Task
 from tests.test_fidelity_criterion import _crit
 
@@ -83,17 +84,7 @@ def test_cr_ild_step_with_and_without_the_memo():
     sample = _sample()
     crit = _crit(task, student.train(), ild_preset="cr_ild", num_relation_heads=4)
     assert CrIldCriterion.share_relations  # the default
-    out = {}
-    for share in (False, True):
-        crit.share_relations = share
-        crit._micro_batches = type(crit._micro_batches)()  # the same mixup draw
-        student.zero_grad()
-        torch.manual_seed(0)  # the same dropout
-        loss, _, log = crit(student, sample)
-        loss.backward()
-        out[share] = (log, {n: p.grad.clone() for n, p in student.named_parameters()
-                            if p.grad is not None})
-    (log0, g0), (log1, g1) = out[False], out[True]
+    (log0, g0, _), (log1, g1, _) = both_ways(crit, student, sample, "share_relations")
     assert float(log0["loss_cons"]) > 0
     assert all(torch.equal(log0[k], log1[k]) for k in log0 if torch.is_tensor(log0[k]))
     scale = max(g.abs().max().item() for g in g0.values())

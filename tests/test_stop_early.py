@@ -8,6 +8,7 @@ import torch
 
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 from tests.helpers_bert import toy_bert
+from tests.helpers_criterion import both_ways
 from tests.test_distill_criterions import _sample, _Task
 from tests.test_fidelity_criterion import _crit
 
@@ -67,17 +68,7 @@ def test_cr_ild_step_unchanged_by_stopping_early():
     crit = _crit(task, student.train(), ild_preset="cr_ild", num_relation_heads=4)
     assert CrIldCriterion.stop_early  # the default
     assert crit._student_request(None).stop_early
-    out = {}
-    for stop in (False, True):
-        crit.stop_early = stop
-        crit._micro_batches = type(crit._micro_batches)()  # the same mixup draw
-        student.zero_grad()
-        torch.manual_seed(0)  # the same dropout
-        loss, _, log = crit(student, sample)
-        loss.backward()
-        out[stop] = (log, {n: p.grad.clone() for n, p in student.named_parameters()
-                           if p.grad is not None}, torch.randn(3))
-    (log0, g0, r0), (log1, g1, r1) = out[False], out[True]
+    (log0, g0, r0), (log1, g1, r1) = both_ways(crit, student, sample, "stop_early")
     assert float(log0["loss_cons"]) > 0
     assert torch.equal(r0, r1)
     assert all(torch.equal(log0[k], log1[k]) for k in log0 if torch.is_tensor(log0[k]))
