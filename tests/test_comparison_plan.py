@@ -41,6 +41,7 @@ def test_pruning_keeps_stage2_best_and_unfinished_stages(tmp_path):
     (["--seeds", "1,1"], "distinct"),
     (["--budget", "huge"], "--budget 'huge'"),
     (["--jobs", "0"], "at least 1"),
+    (["--stage1-updates", "-1"], "--stage1-updates"),
 ])
 def test_bad_options_fail_before_any_run(tmp_path, capsys, argv, message):
     rc = compare.main(["--task", "RTE", "--out", str(tmp_path / "o"), *argv])
@@ -56,6 +57,8 @@ def test_runs_with_supplementary_data_are_named_apart(tmp_path):
         "kd+kd-data=QNLI-pairs+stage2-epochs=1")
     assert comparison.run_name("cr_ild", "/x/QNLI-pairs", "concat") == (
         "cr_ild+ild-data=QNLI-pairs+task")
+    assert comparison.run_name("l_ild", "/x/QNLI-pairs", stage1_updates=310) == (
+        "l_ild+ild-data=QNLI-pairs+stage1-updates=310")
     todo = comparison.plan("RTE", ["kd"], [1], str(tmp_path),
                            lambda m: comparison.run_name(m, kd_data="/x/P"))
     assert todo[0].run_dir(str(tmp_path)).endswith(os.path.join("RTE", "kd+kd-data=P", "seed1"))
@@ -82,7 +85,7 @@ def test_pipeline_command_carries_the_setting_and_probes(tmp_path):
     args = argparse.Namespace(
         budget="table", glue_dir="g", out=str(tmp_path), base="minilm", student_layers=3,
         device="cpu", bf16=False, ild_data=None, ild_data_mode="replace", kd_data=None,
-        setting="label_noise", ild_probe_every=30)
+        setting="label_noise", ild_probe_every=30, stage1_updates=310, stage2_epochs=4)
     ild = compare._pipeline_cmd(args, comparison.PlannedRun("RTE", "l_ild", 2, "l_ild",
                                                             "label_noise"), "T")
     kd = compare._pipeline_cmd(args, comparison.PlannedRun("RTE", "kd", 2, "kd",
@@ -90,6 +93,10 @@ def test_pipeline_command_carries_the_setting_and_probes(tmp_path):
     assert ild[ild.index("--setting") + 1] == "label_noise"
     assert ild[ild.index("--ild-probe-every") + 1] == "30"
     assert "--ild-probe-every" not in kd  # no stage 1 to probe
+    assert ild[ild.index("--stage1-updates") + 1] == "310" and "--stage1-updates" not in kd
+    assert ild[ild.index("--stage2-epochs") + 1] == kd[kd.index("--stage2-epochs") + 1] == "4"
+    assert compare._run_name(args, "kd") == "kd+stage2-epochs=4"
+    assert compare._run_name(args, "l_ild") == "l_ild+stage1-updates=310+stage2-epochs=4"
     assert kd[kd.index("--teacher") + 1] == "T"
 
 

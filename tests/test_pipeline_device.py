@@ -221,6 +221,36 @@ def test_supplementary_pairs_need_the_stage_that_reads_them(tiny_env, tmp_path, 
     assert rc == 1 and "--kd-data: method finetune has no KD stage 2" in capsys.readouterr().err
 
 
+def test_stage1_updates_replace_stage1_epochs_only(tiny_env, tmp_path, monkeypatch, capsys):
+    """--stage1-updates N: stage 1 runs N updates (warm-up, decay and, with no --max-epoch,
+    the consistency ramp spread over them) in its own run folder; the rest is unchanged."""
+    plain = _dry_run(tiny_env, tmp_path / "a", monkeypatch, capsys, False)
+    short = _dry_run(tiny_env, tmp_path / "b", monkeypatch, capsys, False,
+                     "--stage1-updates", "3")  # the smoke budget caps every stage at 4
+    s1 = short["stage1"]
+    assert "--max-epoch" in plain["stage1"] and "--max-epoch" not in s1
+    assert [s1[s1.index(flag) + 1] for flag in ("--max-update", "--total-num-update",
+                                               "--warmup-updates")] == ["3", "3", "1"]
+    save_dir = s1[s1.index("--save-dir") + 1]
+    assert os.path.basename(os.path.dirname(os.path.dirname(save_dir))) == (
+        "cr_ild+stage1-updates=3")
+    for stage in ("teacher", "stage2"):
+        assert [a.replace(str(tmp_path / "b"), str(tmp_path / "a")).replace(
+            "cr_ild+stage1-updates=3", "cr_ild") for a in short[stage][1:]] == plain[stage][1:]
+
+
+def test_stage1_updates_need_a_stage1(tiny_env, tmp_path, capsys):
+    sys.path.insert(0, runner.ROOT)
+    from scripts import run_pipeline
+
+    rc = run_pipeline.main(["--task", "RTE", "--method", "kd", "--glue-dir",
+                            str(tiny_env["glue"]), "--base", str(tiny_env["hf"]), "--out",
+                            str(tmp_path / "o"), "--budget", "smoke", "--dry-run",
+                            "--stage1-updates", "5"])
+    assert rc == 1 and "--stage1-updates: method kd has no ILD stage 1" in (
+        capsys.readouterr().err)
+
+
 def test_ild_probes_reach_stage1_only(tiny_env, tmp_path, monkeypatch, capsys):
     plain = _dry_run(tiny_env, tmp_path / "a", monkeypatch, capsys, False)
     probed = _dry_run(tiny_env, tmp_path / "b", monkeypatch, capsys, False,

@@ -50,6 +50,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--ild-probe-every", type=int, default=0,
                    help="the pipeline's --ild-probe-every: stage 1 logs its ILD loss on dev "
                    "and on a training sample every N updates (the overfitting curves)")
+    p.add_argument("--stage1-updates", type=int, default=0,
+                   help="the pipeline's --stage1-updates (ILD methods only)")
+    p.add_argument("--stage2-epochs", type=int, default=0,
+                   help="the pipeline's --stage2-epochs")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every checkpoint (default: a finished run keeps only stage 2's "
                    "best, ~200 MB instead of ~800 MB for a 3-layer MiniLM student)")
@@ -62,8 +66,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.teacher and comparison.per_seed_teachers(args.setting):
             raise ValueError(f"--teacher with --setting {args.setting}: each seed trains its "
                              "own teacher on its own data; drop --teacher")
-        if args.ild_probe_every < 0:
-            raise ValueError("--ild-probe-every must be 0 (off) or a number of updates")
+        if min(args.ild_probe_every, args.stage1_updates, args.stage2_epochs) < 0:
+            raise ValueError("--ild-probe-every, --stage1-updates and --stage2-epochs must "
+                             "be 0 (off / the budget's) or positive")
         recipe.budget_for(args.budget, args.task)  # an unknown budget fails before any run
         return _run(args, methods, seeds)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
@@ -90,6 +95,10 @@ def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> L
                 args.ild_data_mode]
     if args.kd_data and recipe.METHODS[run.method][1] == "kd":
         cmd += ["--kd-data", os.path.abspath(args.kd_data)]
+    if args.stage1_updates and recipe.METHODS[run.method][0] is not None:
+        cmd += ["--stage1-updates", str(args.stage1_updates)]
+    if args.stage2_epochs:
+        cmd += ["--stage2-epochs", str(args.stage2_epochs)]
     return cmd
 
 
@@ -119,7 +128,9 @@ def _run_name(args, method: str) -> str:
     preset, criterion = recipe.METHODS[method]
     return comparison.run_name(method, args.ild_data if preset is not None else None,
                                args.ild_data_mode,
-                               args.kd_data if criterion == "kd" else None)
+                               args.kd_data if criterion == "kd" else None,
+                               args.stage2_epochs,
+                               args.stage1_updates if preset is not None else 0)
 
 
 def _teacher_of(args, run: comparison.PlannedRun) -> str:

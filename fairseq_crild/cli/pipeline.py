@@ -75,6 +75,12 @@ def main(argv=None) -> int:
                    "budget's); e.g. 1 with --kd-data, whose 10,926 QNLI pairs triple an epoch "
                    "of STS-B: about the updates of the student alone in 3. The run's name "
                    "gains +stage2-epochs=N")
+    p.add_argument("--stage1-updates", type=int, default=0, metavar="N",
+                   help="stage 1 for N updates instead of the budget's epochs (default 0: "
+                   "the budget's), with the warm-up, decay and consistency ramp spread over "
+                   "them; e.g. --ild-data with as many updates as stage 1 on the task's own "
+                   "set, whatever the supplementary set's size. The run's name gains "
+                   "+stage1-updates=N")
     p.add_argument("--dry-run", action="store_true", help="print each stage's fairseq-train "
                    "arguments as JSON instead of running them (the pretrained model and the "
                    "data are still converted / prepared)")
@@ -83,6 +89,8 @@ def main(argv=None) -> int:
         p.error("--ild-probe-every must be 0 (off) or a number of updates")
     if args.stage2_epochs < 0:
         p.error("--stage2-epochs must be 0 (the budget's) or a number of epochs")
+    if args.stage1_updates < 0:
+        p.error("--stage1-updates must be 0 (the budget's epochs) or a number of updates")
     logging.basicConfig(level=logging.WARNING)  # stage logs go to their train.log files
     for name in ("fairseq", "fairseq_crild", "matplotlib"):
         logging.getLogger(name).setLevel(logging.WARNING)

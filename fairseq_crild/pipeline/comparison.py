@@ -13,15 +13,18 @@ COMPARED = ("finetune", "kd", "pkd", "tinybert", "l_ild", "cr_ild", "cr_ild_rele
 
 
 def run_name(method: str, ild_data: Optional[str] = None, ild_data_mode: str = "replace",
-             kd_data: Optional[str] = None, stage2_epochs: int = 0) -> str:
+             kd_data: Optional[str] = None, stage2_epochs: int = 0,
+             stage1_updates: int = 0) -> str:
     """A run's folder and report name: the method, plus the supplementary data it used
-    (``kd+kd-data=QNLI-pairs``) and a stage-2 length other than the budget's, so runs with
+    (``kd+kd-data=QNLI-pairs``) and stage lengths other than the budget's, so runs with
     and without them sit side by side (a finished stage is reused by its folder)."""
     name = method
     if ild_data:
         name += f"+ild-data={os.path.basename(os.path.normpath(ild_data))}"
         if ild_data_mode == "concat":
             name += "+task"
+    if stage1_updates:
+        name += f"+stage1-updates={stage1_updates}"
     if kd_data:
         name += f"+kd-data={os.path.basename(os.path.normpath(kd_data))}"
     if stage2_epochs:

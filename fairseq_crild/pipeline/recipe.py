@@ -78,6 +78,7 @@ class Budget:
     selection: str = "main"  # "authors": AUTHORS_SELECTION; "main": the task's first metric
     epoch_end_eval: bool = True  # also evaluate at every epoch end (fairseq's default)
     drop_last: bool = False  # every stage skips the last incomplete training batch
+    stage1_updates: int = 0  # stage 1 runs this many updates, not stage1_epochs (0 = off)
     sentence_pooling: str = "cls"  # "mean": the head reads the token mean (sentence encoders)
     # stage 1 evaluates its ILD loss on dev text and on a fixed sample of its training inputs
     # every N updates (0 = no stage-1 evaluation): the overfitting curves
@@ -197,19 +198,26 @@ def updates_per_epoch(n_train: int, batch: int, drop_last: bool = False) -> int:
 
 
 def _schedule(lr: float, batch: int, epochs: int, n_train: int, budget: Budget,
-              warmup: float = 0.1, drop_last: bool = False) -> List[str]:
-    """The budget's optimizer, linear warm-up (10%) then linear decay over the run."""
-    updates = updates_per_epoch(n_train, batch, drop_last) * epochs
+              warmup: float = 0.1, drop_last: bool = False, updates: int = 0) -> List[str]:
+    """The budget's optimizer, linear warm-up (10%) then linear decay over the run: of
+    ``epochs`` epochs or, given ``updates``, of that many updates with no epoch limit (so
+    the consistency weight ramps over updates, as the criterion does without --max-epoch)."""
+    by_updates = updates > 0
+    if not by_updates:
+        updates = updates_per_epoch(n_train, batch, drop_last) * epochs
     if budget.max_update:
         updates = min(updates, budget.max_update)
     args = optimizer_args(budget) + [
         "--lr", str(lr), "--lr-scheduler", "polynomial_decay",
         "--warmup-updates", str(max(1, int(updates * warmup))),
-        "--total-num-update", str(updates), "--batch-size", str(batch),
-        "--max-epoch", str(epochs)]
+        "--total-num-update", str(updates), "--batch-size", str(batch)]
+    if not by_updates:
+        args += ["--max-epoch", str(epochs)]
     if drop_last:
         args += ["--drop-last-train-batch"]
-    if budget.max_update:
+    if by_updates:
+        args += ["--max-update", str(updates)]
+    elif budget.max_update:
         args += ["--max-update", str(budget.max_update)]
     return args
 
@@ -296,7 +304,7 @@ def stage1_args(data: str, save_dir: str, preset: str, teacher: str, base_ckpt: 
                "--init-student-from", base_ckpt, "--init-student-layers", "first"]
             + ild_probe_args(budget)
             + _schedule(budget.student_lr, budget.stage1_batch, budget.stage1_epochs, n_train,
-                        budget, drop_last=budget.drop_last))
+                        budget, drop_last=budget.drop_last, updates=budget.stage1_updates))
 
 
 def ild_probe_args(budget: Budget) -> List[str]:

@@ -130,8 +130,10 @@ def run(args: argparse.Namespace) -> str:
     preset, criterion = recipe.METHODS[args.method]
     if getattr(args, "kd_data", None) and criterion != "kd":
         raise ValueError(f"--kd-data: method {args.method} has no KD stage 2")
-    if getattr(args, "ild_data", None) and preset is None:
-        raise ValueError(f"--ild-data: method {args.method} has no ILD stage 1")
+    for option in ("ild_data", "stage1_updates"):
+        if getattr(args, option, None) and preset is None:
+            raise ValueError(f"--{option.replace('_', '-')}: method {args.method} has no "
+                             "ILD stage 1")
     # every stage runs in ROOT (the checkout, or site-packages when installed): paths given
     # relative to the current directory are made absolute first
     args.glue_dir = os.path.abspath(args.glue_dir)
@@ -166,6 +168,9 @@ def run(args: argparse.Namespace) -> str:
     stage2_epochs = getattr(args, "stage2_epochs", 0)
     if stage2_epochs:  # crild-pipeline refuses a negative value
         budget = dataclasses.replace(budget, stage2_epochs=stage2_epochs)
+    stage1_updates = getattr(args, "stage1_updates", 0)
+    if stage1_updates:
+        budget = dataclasses.replace(budget, stage1_updates=stage1_updates)
     device = getattr(args, "device_flags", None) or recipe.device_args(
         recipe.resolve_device(args.device), args.precision)
     commands: dict = {}
@@ -196,7 +201,7 @@ def run(args: argparse.Namespace) -> str:
         teacher = os.path.join(teacher_dir, recipe.teacher_checkpoint(args.setting))
 
     args.run_name = run_name(args.method, args.ild_data, args.ild_data_mode, args.kd_data,
-                             stage2_epochs)
+                             stage2_epochs, stage1_updates)
     run_dir = os.path.join(out, "runs", task_folder(task, args.setting), args.run_name,
                            f"seed{args.seed}")
     init = None
