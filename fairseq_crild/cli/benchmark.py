@@ -727,11 +727,11 @@ def run_epochs(args, base: str, work: str, main: Dict[str, Bench],
             dyn, fresh, pad = (label(k, precision, args.precisions)
                                for k in ("dynamic", "fresh", "pad128"))
             # epoch-scaled per round, from the unrounded seconds (a tiny epoch rounds to 0.0)
-            work = {k: len(timed[k].batches) / epoch_counts[k] for k in (dyn, fresh, pad)}
+            sampled = {k: len(timed[k].batches) / epoch_counts[k] for k in (dyn, fresh, pad)}
             row[label("speedup_dynamic_over_pad128", precision, args.precisions)] = round(
-                statistics.median(per_round_ratio(records, work, pad, dyn)), 2)
+                statistics.median(per_round_ratio(records, sampled, pad, dyn)), 2)
             row[label("speedup_fresh_over_pad128", precision, args.precisions)] = round(
-                statistics.median(per_round_ratio(records, work, pad, fresh)), 2)
+                statistics.median(per_round_ratio(records, sampled, pad, fresh)), 2)
         row["rounds"] = records
         out[task] = row
     return out
