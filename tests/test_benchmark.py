@@ -5,6 +5,7 @@ against plain Python on those seconds, never against real timings."""
 import itertools
 import json
 import os
+import shutil
 import statistics
 
 import pytest
@@ -110,10 +111,27 @@ def test_benchmark_interleaves_both_precisions_on_real_batches(tiny_env, tmp_pat
     assert result["environment"]["precisions"] == ["fp32", "bf16"]
 
 
+def _with_wnli(tiny_env, tmp_path) -> str:
+    """A GLUE folder with the tiny RTE slice and a WNLI copy of it (labels 1 / 0), so the
+    epoch estimate has a second task that is not the main table's."""
+    glue = tmp_path / "glue"
+    shutil.copytree(tiny_env["glue"] / "RTE", glue / "RTE")
+    (glue / "WNLI").mkdir()
+    for split in ("train", "dev", "test"):
+        text = (glue / "RTE" / f"{split}.tsv").read_text(encoding="utf-8")
+        text = text.replace("\tnot_entailment\n", "\t0\n").replace("\tentailment\n", "\t1\n")
+        (glue / "WNLI" / f"{split}.tsv").write_text(text, encoding="utf-8")
+    return str(glue)
+
+
 def test_benchmark_single_precision_on_the_real_clock(tiny_env, tmp_path):
-    """The wall clock and the GEMM peak really run (their values are not checked)."""
+    """The wall clock and the GEMM peak really run (their values are not checked); the epoch
+    estimate covers a second task (it once overwrote its work folder after the first)."""
     result = _run(tiny_env, tmp_path, "--variants", "finetune_step,kd_cached_step",
-                  "--reference", "finetune_step")
+                  "--reference", "finetune_step", "--glue-dir", _with_wnli(tiny_env, tmp_path),
+                  "--epoch-tasks", "RTE,WNLI")
+    assert set(result["epochs"]) == {"RTE", "WNLI"}
+    assert result["epochs"]["WNLI"]["examples"] == result["epochs"]["RTE"]["examples"]
     assert list(result["variants"]) == ["finetune_step", "kd_cached_step"]
     row = result["variants"]["finetune_step"]
     assert row["vs_reference"]["median"] == 1.0 and row["useful_share_of_peak"]["n"] == 1
