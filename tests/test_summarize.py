@@ -195,3 +195,27 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("crild-summarize: error: ")
     assert str(tmp_path / "empty") in lines[0]
+
+
+def test_a_variant_is_also_paired_with_its_own_method(tree):
+    """``cr_ild+ild-data=P`` against kd (the table) and against cr_ild (its own table), each
+    paired over the seeds the two share, by hand."""
+    variant = {1: 64.5, 2: 63.0, 4: 65.0}
+    for seed, score in variant.items():
+        write_report(tree, "RTE", "cr_ild+ild-data=P", seed, score)
+    s = S.summarize(S.load_reports(str(tree)))
+    row = s["tasks"]["RTE"]["methods"]["cr_ild+ild-data=P"]
+    for against, vs in (("kd", row), ("cr_ild", row["vs_own_method"])):
+        diffs = [variant[k] - SCORES[against][k] for k in (1, 2, 4)]
+        mean, low, high = hand_paired_t(diffs)
+        assert vs["paired_seeds"] == [1, 2, 4] and vs["diff_mean"] == pytest.approx(mean)
+        assert (vs["diff_ci_low"], vs["diff_ci_high"]) == (pytest.approx(low),
+                                                          pytest.approx(high))
+    assert row["vs_own_method"]["method"] == "cr_ild"
+    assert "vs_own_method" not in s["tasks"]["RTE"]["methods"]["cr_ild"]
+    md = S.to_markdown(s)
+    line = next(r for r in md.splitlines() if r.startswith("| cr_ild+ild-data=P | cr_ild |"))
+    assert f"{row['vs_own_method']['diff_mean']:+.2f}" in line and "(n=3)" in line
+    assert "Each variant against its own method" in md
+    assert "Each variant" not in S.to_markdown(S.summarize(S.load_reports(str(tree)),
+                                                           baseline="cr_ild"))

@@ -163,6 +163,21 @@ def _student_wall(r: Dict[str, Any]) -> Optional[float]:
     return float(sum(stages)) if stages else None
 
 
+def variant_of(run_name: str) -> Optional[str]:
+    """The method a run name varies (``l_ild`` for ``l_ild+ild-data=QNLI-pairs``), or None
+    for a plain method: a variant is also paired with its own method on the same seeds."""
+    method, plus, _ = run_name.partition("+")
+    return method if plus else None
+
+
+def _paired_with(runs: Dict[str, Dict[int, Dict[str, Any]]], m: str, other: str,
+                 confidence: float) -> Dict[str, Any]:
+    common = sorted(set(runs[m]) & set(runs.get(other, {})))
+    return {"method": other, "paired_seeds": common, **paired_difference(
+        [runs[m][s]["student_dev"] for s in common],
+        [runs[other][s]["student_dev"] for s in common], confidence)}
+
+
 def summarize(reports: Sequence[Dict[str, Any]], baseline: str = "kd",
               confidence: float = 0.95) -> Dict[str, Any]:
     """Per task and method: scores by seed, mean, std, ratio to the teacher, wall time and
@@ -205,11 +220,12 @@ def summarize(reports: Sequence[Dict[str, Any]], baseline: str = "kd",
                 "wall_s": statistics.mean(walls) if walls else None,
             }
             if m != baseline:
-                common = sorted(set(seeds) & set(runs.get(baseline, {})))
-                row.update(paired_difference(
-                    [runs[m][s]["student_dev"] for s in common],
-                    [runs[baseline][s]["student_dev"] for s in common], confidence))
-                row["paired_seeds"] = common
+                paired = _paired_with(runs, m, baseline, confidence)
+                del paired["method"]  # the table's baseline
+                row.update(paired)
+            own = variant_of(m)
+            if own is not None and own != baseline and own in runs:
+                row["vs_own_method"] = _paired_with(runs, m, own, confidence)
             methods[m] = row
         tasks[task] = {"metric": rs[0]["metric"], "setting": setting, **teacher,
                        "n_seeds": len({r["seed"] for r in rs}), "methods": methods}
@@ -230,6 +246,29 @@ def _f(x: Optional[float], signed: bool = False) -> str:
 
 def _interval(low: Optional[float], high: Optional[float]) -> str:
     return "–" if low is None else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def _delta(row: Dict[str, Any], against: str) -> str:
+    if row["n_pairs"] == 0:
+        return f"no common seeds with {against}"
+    ci = _interval(row["diff_ci_low"], row["diff_ci_high"])
+    if row["n_pairs"] > 1:
+        return f"{_f(row['diff_mean'], True)} {ci} (n={row['n_pairs']})"
+    return f"{_f(row['diff_mean'], True)} (n=1, no interval)"
+
+
+def _variant_table(methods: Dict[str, Any], conf: str) -> List[str]:
+    """Each variant run (supplementary data, other stage lengths) against its own method on
+    the same seeds: the comparison such a run exists for."""
+    rows = [(m, row["vs_own_method"]) for m, row in methods.items() if "vs_own_method" in row]
+    if not rows:
+        return []
+    out = ["Each variant against its own method, paired by seed:", "",
+           f"| run | against | Δ [{conf} CI] (paired t) | bootstrap CI |", "|---|---|---|---|"]
+    for m, vs in rows:
+        out.append(f"| {m} | {vs['method']} | {_delta(vs, vs['method'])} | "
+                   f"{_interval(vs['boot_low'], vs['boot_high'])} |")
+    return out + [""]
 
 
 def to_markdown(summary: Dict[str, Any]) -> str:
@@ -258,18 +297,13 @@ def to_markdown(summary: Dict[str, Any]) -> str:
             ratio = "–" if ratio is None else f"{100 * ratio:.1f}%"
             if m == base:
                 delta, boot = "(baseline)", "–"
-            elif row["n_pairs"] == 0:
-                delta, boot = f"no common seeds with {base}", "–"
             else:
-                ci = _interval(row["diff_ci_low"], row["diff_ci_high"])
-                delta = (f"{_f(row['diff_mean'], True)} {ci} (n={row['n_pairs']})"
-                         if row["n_pairs"] > 1
-                         else f"{_f(row['diff_mean'], True)} (n=1, no interval)")
-                boot = _interval(row["boot_low"], row["boot_high"])
+                delta, boot = _delta(row, base), _interval(row["boot_low"], row["boot_high"])
             wall = "–" if row["wall_s"] is None else f"{row['wall_s']:.0f}"
             out.append(f"| {m} | {len(row['seeds'])} | {row['mean']:.2f} ± {row['std']:.2f} | "
                        f"{per_seed} | {ratio} | {delta} | {boot} | {wall} |")
         out.append("")
+        out += _variant_table(t["methods"], conf)
     return "\n".join(out)
 
 
