@@ -219,3 +219,10 @@ def test_a_variant_is_also_paired_with_its_own_method(tree):
     assert "Each variant against its own method" in md
     assert "Each variant" not in S.to_markdown(S.summarize(S.load_reports(str(tree)),
                                                            baseline="cr_ild"))
+
+
+def test_variants_follow_their_own_method():
+    assert S.method_order(["zeta", "kd+kd-data=Q", "cr_ild+x", "kd", "l_ild+a", "l_ild",
+                           "alpha+b", "alpha", "finetune"]) == [
+        "finetune", "kd", "kd+kd-data=Q", "l_ild", "l_ild+a", "cr_ild+x", "alpha", "alpha+b",
+        "zeta"]

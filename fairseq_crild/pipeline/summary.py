@@ -93,9 +93,13 @@ def load_reports(out: str, task: str = "*", setting: str = "full") -> List[Dict[
 
 
 def method_order(methods: Sequence[str]) -> List[str]:
-    """The paper's order first, then the rest alphabetically."""
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(set(methods) - set(METHOD_ORDER))
+    """The paper's order first, each method's variants (``l_ild+...``) right after it, then
+    the rest alphabetically."""
+    def key(m: str):
+        own = m.partition("+")[0]
+        rank = METHOD_ORDER.index(own) if own in METHOD_ORDER else len(METHOD_ORDER)
+        return (rank, own if rank == len(METHOD_ORDER) else "", m != own, m)
+    return sorted(set(methods), key=key)
 
 
 def _teacher(task: str, reports: List[Dict[str, Any]], per_seed: bool) -> Dict[str, Any]:
