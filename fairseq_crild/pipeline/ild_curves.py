@@ -99,10 +99,12 @@ def plot(result: Dict[str, Any], path: str, title: str = "") -> str:
     methods = list(result["methods"])
     if not methods:
         raise ValueError("no run logged stage-1 probes (run with --ild-probe-every N)")
-    fig = Figure(figsize=(4.0 * len(methods), 3.4))
+    cols = min(4, len(methods))  # wrapped, so variant runs' long names stay readable
+    rows = -(-len(methods) // cols)
+    fig = Figure(figsize=(4.0 * cols, 3.6 * rows))
     FigureCanvasAgg(fig)
     for i, method in enumerate(methods):
-        ax = fig.add_subplot(1, len(methods), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         seeds = result["methods"][method]["curves"]
         for kind, color, label in ((TRAIN_PROBE, "C0", "training inputs"),
                                    ("valid", "C3", "dev inputs")):
@@ -113,8 +115,8 @@ def plot(result: Dict[str, Any], path: str, title: str = "") -> str:
             mean = np.mean([line[:shortest, 1] for line in lines], axis=0)
             ax.plot(lines[0][:shortest, 0], mean, color=color, linewidth=2, label=label)
         final = result["methods"][method]["mean"].get("final_dev_metric")
-        ax.set_title(f"{method}" + (f" (final dev {final:.2f})" if final is not None else ""),
-                     fontsize=9)
+        ax.set_title(method.replace("+", "\n+") + (f" (final dev {final:.2f})"
+                                                   if final is not None else ""), fontsize=8)
         ax.set_xlabel("stage-1 update")
         if i == 0:
             ax.set_ylabel("ILD loss (eval mode)")
