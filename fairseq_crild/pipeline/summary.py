@@ -96,7 +96,7 @@ def method_order(methods: Sequence[str]) -> List[str]:
     """The paper's order first, each method's variants (``l_ild+...``) right after it, then
     the rest alphabetically."""
     def key(m: str):
-        own = m.partition("+")[0]
+        own = variant_of(m) or m
         rank = METHOD_ORDER.index(own) if own in METHOD_ORDER else len(METHOD_ORDER)
         return (rank, own if rank == len(METHOD_ORDER) else "", m != own, m)
     return sorted(set(methods), key=key)
