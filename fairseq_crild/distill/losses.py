@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -278,7 +279,8 @@ def relation_log_probs(x: Tensor, num_relation_heads: int, keep: Tensor,
                        who: str = "input") -> Tensor:
     """float32 (B, R, L, L) log-softmax over the keys of the self-relations of ``x`` (B, L,
     D), positions where ``keep`` (B, L) is False zeroed first and their keys at a finite
-    -3.4e38 (probability exactly 0): one side of :func:`relation_kl` with a mask."""
+    -3.4e38 (probability exactly 0): one side of :func:`relation_kl` with a mask, in the
+    autograd graph (the unfused path)."""
     rel = _self_relations(x, num_relation_heads, who, keep)
     return F.log_softmax(torch.where(keep[:, None, None, :], rel.float(), _NEG), dim=-1)
 
@@ -291,7 +293,89 @@ def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor, keep: Tensor) -> 
     return _mean_over_rows(per_row, keep[:, None, :, None])
 
 
-RelationLogProbs = Callable[[Tensor, int, Tensor, str], Tensor]
+class RelationSide(NamedTuple):
+    """One side of the masked relation KL, computed once and shared by every term that
+    distils it: the (B, R, L, L) relations, in the autograd graph when ``x`` requires grad,
+    and their log-probabilities and probabilities over the real keys, outside it (the
+    fused KL's backward needs only ``probs``: no softmax backward, nothing per term saved).
+    A side built with ``fused=False`` has ``log_probs`` in the graph instead."""
+
+    relations: Tensor
+    log_probs: Tensor
+    probs: Tensor
+
+    def index_select(self, index: Tensor) -> "RelationSide":
+        """The side of the examples ``index`` picks (batch dim 0), e.g. mixup partners."""
+        return RelationSide(*(t.index_select(0, index) for t in self))
+
+
+def relation_side(x: Tensor, num_relation_heads: int, keep: Tensor, who: str = "input",
+                  fused: bool = True) -> RelationSide:
+    """The :class:`RelationSide` of ``x`` (B, L, D) under ``keep`` (B, L): the values of
+    :func:`relation_log_probs`, bit for bit; ``fused=False`` keeps its autograd graph."""
+    rel = _self_relations(x, num_relation_heads, who, keep)
+    if not fused:
+        logp = F.log_softmax(torch.where(keep[:, None, None, :], rel, _NEG), dim=-1)
+        return RelationSide(rel, logp, logp.detach().exp())
+    with torch.no_grad():
+        logp = F.log_softmax(torch.where(keep[:, None, None, :], rel, _NEG), dim=-1)
+        return RelationSide(rel, logp, logp.exp())
+
+
+class _FusedRelationKL(torch.autograd.Function):
+    """KL(p_t || p_s) over real keys, averaged over real query rows, with the backward in
+    closed form: d/d rel_s = (p_s - p_t) / n per real row (the softmax's Jacobian applied
+    by hand; the probabilities sum to 1), d/d rel_t = p_t (log p_t - log p_s - KL_row) / n.
+    Masked keys need no mask: both probabilities are exactly 0 there."""
+
+    @staticmethod
+    def forward(ctx, rel_s: Tensor, rel_t: Tensor, logp_s: Tensor, p_s: Tensor,
+                logp_t: Tensor, p_t: Tensor, rows: Tensor) -> Tensor:
+        diff = logp_t - logp_s
+        per_row = (p_t * diff).sum(dim=-1)
+        if ctx.needs_input_grad[1]:
+            ctx.save_for_backward(p_s, p_t, rows, diff, per_row)
+        else:
+            ctx.save_for_backward(p_s, p_t, rows)
+        return _mean_over_rows(per_row, rows)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        p_s, p_t, rows = ctx.saved_tensors[:3]
+        counted = rows[..., 0].expand(p_s.shape[:-1])
+        coef = torch.where(rows, grad / counted.sum().clamp(min=1),
+                           torch.zeros((), dtype=p_s.dtype, device=p_s.device))
+        grad_s = (p_s - p_t).mul_(coef) if ctx.needs_input_grad[0] else None
+        grad_t = None
+        if ctx.needs_input_grad[1]:
+            diff, per_row = ctx.saved_tensors[3:]
+            grad_t = (diff - per_row[..., None]).mul_(p_t).mul_(coef)
+        return grad_s, grad_t, None, None, None, None, None
+
+
+def relation_kl_from_sides(student: RelationSide, teacher: RelationSide,
+                           keep: Tensor) -> Tensor:
+    """KL(p_t || p_s) from both sides' :func:`relation_side`, averaged over the rows of real
+    queries (``keep`` (B, L)): the value of :func:`relation_kl_from_log_probs`, bit for bit.
+    Sides with ``relations`` in the graph take the fused backward; unfused sides (their
+    ``log_probs`` in the graph) take autograd's, the former computation."""
+    if student.log_probs.requires_grad or teacher.log_probs.requires_grad:
+        return relation_kl_from_log_probs(_graph_log_probs(student, keep),
+                                          _graph_log_probs(teacher, keep), keep)
+    return _FusedRelationKL.apply(student.relations, teacher.relations, student.log_probs,
+                                  student.probs, teacher.log_probs, teacher.probs,
+                                  keep[:, None, :, None])
+
+
+def _graph_log_probs(side: RelationSide, keep: Tensor) -> Tensor:
+    """The side's log-probabilities in the autograd graph (recomputed from its relations
+    for a fused side that needs a gradient, when the other side is unfused)."""
+    if side.log_probs.requires_grad or not side.relations.requires_grad:
+        return side.log_probs
+    return F.log_softmax(torch.where(keep[:, None, None, :], side.relations, _NEG), dim=-1)
+
+
+RelationSides = Callable[[Tensor, int, Tensor, str], RelationSide]
 
 
 def relation_kl(
@@ -300,7 +384,7 @@ def relation_kl(
     mask: Tensor | None = None,
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
-    log_probs: RelationLogProbs | None = None,
+    sides: RelationSides | None = None,
 ) -> Tensor:
     """MiniLMv2 self-relation KL for one of Q, K or V (B, L, D_s) vs (B, L, D_t).
 
@@ -310,10 +394,10 @@ def relation_kl(
     removes padded keys from the softmaxes and padded rows from the average;
     ``"include"`` reproduces the authors' code: no mask, all L x L rows and keys count.
 
-    ``log_probs`` (masked case only; default :func:`relation_log_probs`) computes each
-    side's log-probabilities: a caller distilling the same features in several terms passes
-    a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with the
-    same values as computing them afresh.
+    ``sides`` (masked case only; default :func:`relation_side`) computes each side's
+    relations and log-probabilities: a caller distilling the same features in several terms
+    passes a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with
+    the same values as computing them afresh.
     """
     _check_mode(pad_mask_mode, "relation_kl")
     if x_s.shape[:2] != x_t.shape[:2]:
@@ -331,9 +415,9 @@ def relation_kl(
     # padded positions zeroed before the products (they are masked out of the loss anyway):
     # every relation is finite, so the divergence needs none of _row_divergence's guards
     # against 0 * (-inf): same value in about half the passes over the (B, R, L, L) tensors
-    side = log_probs or relation_log_probs
-    return relation_kl_from_log_probs(side(x_s, num_relation_heads, keep, "student"),
-                                      side(x_t, num_relation_heads, keep, "teacher"), keep)
+    side = sides or relation_side
+    return relation_kl_from_sides(side(x_s, num_relation_heads, keep, "student"),
+                                  side(x_t, num_relation_heads, keep, "teacher"), keep)
 
 
 def qkv_relation_kl(
@@ -342,10 +426,10 @@ def qkv_relation_kl(
     mask: Tensor | None = None,
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
-    log_probs: RelationLogProbs | None = None,
+    sides: RelationSides | None = None,
 ) -> Tensor:
     """Sum of :func:`relation_kl` over the Q/K/V entries ("q", "k", "v") given
-    (``log_probs``: as :func:`relation_kl`'s).
+    (``sides``: as :func:`relation_kl`'s).
 
     Both dicts must hold the same keys (a subset of q/k/v), so that a request mismatch
     between teacher and student fails loudly instead of silently dropping a term.
@@ -361,7 +445,7 @@ def qkv_relation_kl(
     if not keys_s:
         raise ValueError("qkv_relation_kl: no Q/K/V tensors given")
     return sum(
-        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, log_probs)
+        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, sides)
         for k in ("q", "k", "v")
         if k in keys_s
     )
