@@ -65,6 +65,25 @@ def test_fused_matches_the_float64_reference_and_the_former_path(teacher_grad):
     assert torch.all(g_fused[0][~keep] == 0)
 
 
+def test_include_mode_fused_matches_the_former_divergence_and_the_reference():
+    """The authors' padding ("include": no mask, every row and key counts)."""
+    x_s, x_t, keep = _inputs(teacher_grad=True)
+    fused = losses.relation_kl(x_s, x_t, keep, 3, pad_mask_mode="include")
+    former = losses._row_divergence(losses._self_relations(x_s, 3, "student"),
+                                    losses._self_relations(x_t, 3, "teacher"), None, None,
+                                    True)
+    assert torch.equal(fused, former)
+    everything = torch.ones_like(keep)
+    reference = _reference_kl(x_s, x_t, everything, 3)
+    assert fused.item() == pytest.approx(reference.item(), rel=1e-5)
+    for got, ref, old in zip(torch.autograd.grad(fused, (x_s, x_t)),
+                             torch.autograd.grad(reference, (x_s, x_t)),
+                             torch.autograd.grad(former, (x_s, x_t))):
+        scale = ref.abs().max().item()
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 * scale)
+        torch.testing.assert_close(got, old, rtol=0, atol=1e-6 * scale)
+
+
 def test_a_fused_side_against_an_unfused_one_still_gets_its_gradient():
     x_s, x_t, keep = _inputs(teacher_grad=True)
     fused_s = losses.relation_side(x_s, 3, keep, fused=True)
@@ -91,16 +110,29 @@ def test_weighted_terms_sharing_one_side_sum_their_gradients():
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
 
 
-def test_cr_ild_step_fused_and_unfused():
-    """The cr_ild preset's step: loss and logged terms bit for bit, gradients equal up to
-    fp32 rounding (closed-form softmax Jacobian instead of autograd's)."""
+class _PaddingTask(_Task):
+    """cr_ild_release asks the task to pad every batch (the authors' fixed grid); the toy
+    sample is what it is, so the unmasked relations run over its own length."""
+
+    def pad_every_batch_to(self, length: int) -> None:
+        self.padded_to = length
+
+
+@pytest.mark.parametrize("preset", ["cr_ild", "cr_ild_release"])
+def test_cr_ild_step_fused_and_unfused(preset):
+    """The preset's step (cr_ild: masked relations, ILD + consistency; cr_ild_release: the
+    authors' unmasked relations on mixup inputs): loss and logged terms bit for bit,
+    gradients equal up to fp32 rounding (closed-form softmax Jacobian instead of
+    autograd's)."""
     teacher, student = _bert(4, 16, 4, 0), _bert(2, 16, 4, 1)
-    task = _Task(teacher)
+    task = _PaddingTask(teacher)
     task.current_epoch, task.num_updates = 3, 5
-    crit = _crit(task, student.train(), ild_preset="cr_ild", num_relation_heads=4)
+    crit = _crit(task, student.train(), ild_preset=preset, num_relation_heads=4)
     assert CrIldCriterion.fuse_relation_kl  # the default
     (log0, g0, _), (log1, g1, _) = both_ways(crit, student, _sample(), "fuse_relation_kl")
-    assert float(log0["loss_cons"]) > 0
+    assert float(log0["loss_ild"]) > 0
+    if preset == "cr_ild":
+        assert float(log0["loss_cons"]) > 0
     assert all(torch.equal(log0[k], log1[k]) for k in log0 if torch.is_tensor(log0[k]))
     scale = max(g.abs().max().item() for g in g0.values())
     for name, g in g0.items():

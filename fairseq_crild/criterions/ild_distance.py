@@ -49,7 +49,9 @@ class RelationMemo:
         self._gathered[id(out)] = (out, x, index)
         return out
 
-    def _maps_onto_itself(self, keep: Tensor, index: Tensor) -> bool:
+    def _maps_onto_itself(self, keep: Optional[Tensor], index: Tensor) -> bool:
+        if keep is None:  # no mask: every example sees what it sees in the clean term
+            return True
         key = (id(keep), id(index))
         hit = self._onto_itself.get(key)
         if hit is None or hit[0] is not keep or hit[1] is not index:
@@ -57,13 +59,14 @@ class RelationMemo:
             self._onto_itself[key] = hit
         return hit[2]
 
-    def _known(self, x: Tensor, keep: Tensor, heads: int) -> Optional[losses.RelationSide]:
+    def _known(self, x: Tensor, keep: Optional[Tensor],
+               heads: int) -> Optional[losses.RelationSide]:
         hit = self._sides.get((id(x), id(keep), heads))
         if hit is not None and hit[0] is x and hit[1] is keep:
             return hit[2]
         return None
 
-    def sides(self, x: Tensor, heads: int, keep: Tensor,
+    def sides(self, x: Tensor, heads: int, keep: Optional[Tensor],
               who: str = "input") -> losses.RelationSide:
         """:func:`fairseq_crild.distill.losses.relation_side`, once per (x, keep)."""
         known = self._known(x, keep, heads)

@@ -285,20 +285,30 @@ def relation_log_probs(x: Tensor, num_relation_heads: int, keep: Tensor,
     return F.log_softmax(torch.where(keep[:, None, None, :], rel.float(), _NEG), dim=-1)
 
 
-def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor, keep: Tensor) -> Tensor:
+def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor,
+                               keep: Tensor | None) -> Tensor:
     """KL(p_t || p_s) from both sides' :func:`relation_log_probs`, averaged over the rows
-    of real queries (``keep`` (B, L)): what :func:`relation_kl` computes with a mask."""
+    of real queries (``keep`` (B, L); None: every row): what :func:`relation_kl` computes
+    (its unmasked relations are finite, so no term is 0 * (-inf))."""
     p_t = logp_t.exp()
     per_row = (p_t * (logp_t - logp_s)).sum(dim=-1)
-    return _mean_over_rows(per_row, keep[:, None, :, None])
+    return _mean_over_rows(per_row, _query_rows(keep))
+
+
+def _query_rows(keep: Tensor | None) -> Tensor | None:
+    return None if keep is None else keep[:, None, :, None]
+
+
+def _key_masked(rel: Tensor, keep: Tensor | None) -> Tensor:
+    return rel if keep is None else torch.where(keep[:, None, None, :], rel, _NEG)
 
 
 class RelationSide(NamedTuple):
-    """One side of the masked relation KL, computed once and shared by every term that
-    distils it: the (B, R, L, L) relations, in the autograd graph when ``x`` requires grad,
-    and their log-probabilities and probabilities over the real keys, outside it (the
-    fused KL's backward needs only ``probs``: no softmax backward, nothing per term saved).
-    A side built with ``fused=False`` has ``log_probs`` in the graph instead."""
+    """One side of the relation KL, computed once and shared by every term that distils
+    it: the (B, R, L, L) relations, in the autograd graph when ``x`` requires grad, and
+    their log-probabilities and probabilities over the real keys, outside it (the fused
+    KL's backward needs only ``probs``: no softmax backward, nothing per term saved). A
+    side built with ``fused=False`` has ``log_probs`` in the graph instead."""
 
     relations: Tensor
     log_probs: Tensor
@@ -309,28 +319,30 @@ class RelationSide(NamedTuple):
         return RelationSide(*(t.index_select(0, index) for t in self))
 
 
-def relation_side(x: Tensor, num_relation_heads: int, keep: Tensor, who: str = "input",
-                  fused: bool = True) -> RelationSide:
-    """The :class:`RelationSide` of ``x`` (B, L, D) under ``keep`` (B, L): the values of
-    :func:`relation_log_probs`, bit for bit; ``fused=False`` keeps its autograd graph."""
+def relation_side(x: Tensor, num_relation_heads: int, keep: Tensor | None,
+                  who: str = "input", fused: bool = True) -> RelationSide:
+    """The :class:`RelationSide` of ``x`` (B, L, D) under ``keep`` (B, L; None: no mask):
+    the values of :func:`relation_log_probs`, bit for bit; ``fused=False`` keeps its
+    autograd graph."""
     rel = _self_relations(x, num_relation_heads, who, keep)
     if not fused:
-        logp = F.log_softmax(torch.where(keep[:, None, None, :], rel, _NEG), dim=-1)
+        logp = F.log_softmax(_key_masked(rel, keep), dim=-1)
         return RelationSide(rel, logp, logp.detach().exp())
     with torch.no_grad():
-        logp = F.log_softmax(torch.where(keep[:, None, None, :], rel, _NEG), dim=-1)
+        logp = F.log_softmax(_key_masked(rel, keep), dim=-1)
         return RelationSide(rel, logp, logp.exp())
 
 
 class _FusedRelationKL(torch.autograd.Function):
-    """KL(p_t || p_s) over real keys, averaged over real query rows, with the backward in
-    closed form: d/d rel_s = (p_s - p_t) / n per real row (the softmax's Jacobian applied
-    by hand; the probabilities sum to 1), d/d rel_t = p_t (log p_t - log p_s - KL_row) / n.
-    Masked keys need no mask: both probabilities are exactly 0 there."""
+    """KL(p_t || p_s) over real keys, averaged over real query rows (``rows`` (B, 1, L, 1),
+    None: all), with the backward in closed form: d/d rel_s = (p_s - p_t) / n per counted
+    row (the softmax's Jacobian applied by hand; the probabilities sum to 1), d/d rel_t =
+    p_t (log p_t - log p_s - KL_row) / n. Masked keys need no mask: both probabilities are
+    exactly 0 there."""
 
     @staticmethod
     def forward(ctx, rel_s: Tensor, rel_t: Tensor, logp_s: Tensor, p_s: Tensor,
-                logp_t: Tensor, p_t: Tensor, rows: Tensor) -> Tensor:
+                logp_t: Tensor, p_t: Tensor, rows: Tensor | None) -> Tensor:
         diff = logp_t - logp_s
         per_row = (p_t * diff).sum(dim=-1)
         if ctx.needs_input_grad[1]:
@@ -342,9 +354,12 @@ class _FusedRelationKL(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         p_s, p_t, rows = ctx.saved_tensors[:3]
-        counted = rows[..., 0].expand(p_s.shape[:-1])
-        coef = torch.where(rows, grad / counted.sum().clamp(min=1),
-                           torch.zeros((), dtype=p_s.dtype, device=p_s.device))
+        if rows is None:
+            coef = grad / (p_s.numel() // p_s.shape[-1])
+        else:
+            counted = rows[..., 0].expand(p_s.shape[:-1]).sum().clamp(min=1)
+            coef = torch.where(rows, grad / counted,
+                               torch.zeros((), dtype=p_s.dtype, device=p_s.device))
         grad_s = (p_s - p_t).mul_(coef) if ctx.needs_input_grad[0] else None
         grad_t = None
         if ctx.needs_input_grad[1]:
@@ -354,28 +369,29 @@ class _FusedRelationKL(torch.autograd.Function):
 
 
 def relation_kl_from_sides(student: RelationSide, teacher: RelationSide,
-                           keep: Tensor) -> Tensor:
+                           keep: Tensor | None) -> Tensor:
     """KL(p_t || p_s) from both sides' :func:`relation_side`, averaged over the rows of real
-    queries (``keep`` (B, L)): the value of :func:`relation_kl_from_log_probs`, bit for bit.
-    Sides with ``relations`` in the graph take the fused backward; unfused sides (their
-    ``log_probs`` in the graph) take autograd's, the former computation."""
+    queries (``keep`` (B, L); None: every row): the value of
+    :func:`relation_kl_from_log_probs`, bit for bit. Sides with ``relations`` in the graph
+    take the fused backward; unfused sides (their ``log_probs`` in the graph) take
+    autograd's, the former computation."""
     if student.log_probs.requires_grad or teacher.log_probs.requires_grad:
         return relation_kl_from_log_probs(_graph_log_probs(student, keep),
                                           _graph_log_probs(teacher, keep), keep)
     return _FusedRelationKL.apply(student.relations, teacher.relations, student.log_probs,
                                   student.probs, teacher.log_probs, teacher.probs,
-                                  keep[:, None, :, None])
+                                  _query_rows(keep))
 
 
-def _graph_log_probs(side: RelationSide, keep: Tensor) -> Tensor:
+def _graph_log_probs(side: RelationSide, keep: Tensor | None) -> Tensor:
     """The side's log-probabilities in the autograd graph (recomputed from its relations
     for a fused side that needs a gradient, when the other side is unfused)."""
     if side.log_probs.requires_grad or not side.relations.requires_grad:
         return side.log_probs
-    return F.log_softmax(torch.where(keep[:, None, None, :], side.relations, _NEG), dim=-1)
+    return F.log_softmax(_key_masked(side.relations, keep), dim=-1)
 
 
-RelationSides = Callable[[Tensor, int, Tensor, str], RelationSide]
+RelationSides = Callable[[Tensor, int, "Tensor | None", str], RelationSide]
 
 
 def relation_kl(
@@ -394,7 +410,7 @@ def relation_kl(
     removes padded keys from the softmaxes and padded rows from the average;
     ``"include"`` reproduces the authors' code: no mask, all L x L rows and keys count.
 
-    ``sides`` (masked case only; default :func:`relation_side`) computes each side's
+    ``sides`` (default :func:`relation_side`) computes each side's
     relations and log-probabilities: a caller distilling the same features in several terms
     passes a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with
     the same values as computing them afresh.
@@ -408,13 +424,9 @@ def relation_kl(
     keep = None
     if pad_mask_mode == "exclude" and mask is not None and x_s.dim() == 3:
         keep = _check_mask(mask, x_s.shape[0], x_s.shape[1], "relation_kl")
-    if keep is None:
-        rel_s = _self_relations(x_s, num_relation_heads, "student")
-        rel_t = _self_relations(x_t, num_relation_heads, "teacher")
-        return _row_divergence(rel_s, rel_t, None, None, kl=True)
-    # padded positions zeroed before the products (they are masked out of the loss anyway):
-    # every relation is finite, so the divergence needs none of _row_divergence's guards
-    # against 0 * (-inf): same value in about half the passes over the (B, R, L, L) tensors
+    # padded positions zeroed before the products (they are masked out of the loss anyway),
+    # or no mask at all: every relation is finite, so the divergence needs none of
+    # _row_divergence's guards against 0 * (-inf) (terms with p_t == 0 are 0 either way)
     side = sides or relation_side
     return relation_kl_from_sides(side(x_s, num_relation_heads, keep, "student"),
                                   side(x_t, num_relation_heads, keep, "teacher"), keep)
