@@ -280,3 +280,24 @@ def test_markdown_shows_baseline_agreement_stages_and_loss_terms():
     assert "loss 0.25, loss_qkv 0.125" in md
     assert "stage2 (launched 2 times: resumed):" in md
     assert "```\npython -m fairseq_cli.train --lr 3e-05\n```" in md
+
+
+def test_teacher_figures_are_those_of_the_distilled_checkpoint():
+    """Label noise distils the teacher's checkpoint_last.pt: its dev figures are the ones the
+    report's dev pass measured on it, not the best logged evaluation (kept aside)."""
+    from fairseq_crild.pipeline.report import distilled_teacher_dev
+
+    logged = {"best": 83.0, "metrics": {"pearson": 83.0, "spearman": 82.5}}
+    dev_fields = {"checkpoint_metrics": {"teacher": {"pearson": 81.7314, "spearman": 81.4775},
+                                         "student": {"pearson": 76.7, "spearman": 76.5}}}
+    names = ["pearson", "spearman"]
+    last = distilled_teacher_dev("/r/teachers/x/checkpoint_last.pt", logged, dev_fields,
+                                 "pearson", names)
+    assert last == {"teacher_dev": 81.73, "teacher_best_dev": 83.0,
+                    "teacher_metrics": {"pearson": 81.73, "spearman": 81.48}}
+    best = distilled_teacher_dev("/r/teachers/x/checkpoint_best.pt", logged, dev_fields,
+                                 "pearson", names)
+    assert best == {"teacher_dev": 83.0, "teacher_metrics": logged["metrics"]}
+    brought = distilled_teacher_dev("/elsewhere/teacher.pt", {"best": None, "metrics": {}},
+                                    dev_fields, "pearson", names)
+    assert brought["teacher_dev"] == 81.73

@@ -130,6 +130,22 @@ def dev_outputs(data: str, checkpoints: Dict[str, str], max_len: int, batch_size
             "num_classes": int(task.num_classes), "label_names": list(task.label_names or [])}
 
 
+def distilled_teacher_dev(teacher: str, logged: Dict[str, Any], dev_fields: Dict[str, Any],
+                          metric: str, names: List[str]) -> Dict[str, Any]:
+    """The report's teacher figures: those of the checkpoint the students distil. For
+    ``checkpoint_best.pt`` that is the best logged evaluation (``logged``: its
+    :func:`stage_metrics`); for any other checkpoint (label noise keeps
+    ``checkpoint_last.pt``; a teacher brought along) the report's own dev pass measured it
+    (``dev_fields``: :func:`dev_summary`), and the best logged evaluation, which the students
+    never saw, stays as ``teacher_best_dev``."""
+    measured = dev_fields.get("checkpoint_metrics", {}).get("teacher")
+    if os.path.basename(teacher) == "checkpoint_best.pt" or not measured:
+        return {"teacher_dev": logged["best"], "teacher_metrics": logged["metrics"]}
+    return {"teacher_dev": round(measured[metric], 2),
+            "teacher_metrics": {m: round(measured[m], 2) for m in names if m in measured},
+            "teacher_best_dev": logged["best"]}
+
+
 def dev_summary(outputs: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
     """The report's dev fields from :func:`dev_outputs`: every metric of each checkpoint,
     the constant baseline and (with a teacher and a student) their agreement."""
