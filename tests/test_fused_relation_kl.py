@@ -49,7 +49,8 @@ def test_fused_matches_the_float64_reference_and_the_former_path(teacher_grad):
     wrt = (x_s, x_t) if teacher_grad else (x_s,)
     fused = losses.relation_kl(x_s, x_t, keep, 3)
     former = losses.relation_kl_from_log_probs(
-        losses.relation_log_probs(x_s, 3, keep), losses.relation_log_probs(x_t, 3, keep), keep)
+        losses.relation_side(x_s, 3, keep, fused=False).log_probs,
+        losses.relation_side(x_t, 3, keep, fused=False).log_probs, keep)
     assert torch.equal(fused, former)  # the same forward arithmetic
     reference = _reference_kl(x_s, x_t, keep, 3)
     assert fused.item() == pytest.approx(reference.item(), rel=1e-5)
@@ -93,6 +94,16 @@ def test_a_fused_side_against_an_unfused_one_still_gets_its_gradient():
     for got, ref in zip(torch.autograd.grad(mixed, (x_s, x_t)),
                         torch.autograd.grad(reference, (x_s, x_t))):
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-5 * ref.abs().max().item())
+
+
+def test_unfused_sides_without_gradients_give_the_value():
+    """An evaluation pass (no_grad) with unfused sides: the former computation's value."""
+    x_s, x_t, keep = _inputs()
+    with torch.no_grad():
+        got = losses.relation_kl_from_sides(losses.relation_side(x_s, 3, keep, fused=False),
+                                            losses.relation_side(x_t, 3, keep, fused=False),
+                                            keep)
+    assert torch.equal(got, losses.relation_kl(x_s, x_t, keep, 3).detach())
 
 
 def test_weighted_terms_sharing_one_side_sum_their_gradients():

@@ -275,19 +275,10 @@ def _self_relations(x: Tensor, num_relation_heads: int, who: str,
     return torch.matmul(xr * (1.0 / math.sqrt(d_r)), xr.transpose(-1, -2))
 
 
-def relation_log_probs(x: Tensor, num_relation_heads: int, keep: Tensor,
-                       who: str = "input") -> Tensor:
-    """float32 (B, R, L, L) log-softmax over the keys of the self-relations of ``x`` (B, L,
-    D), positions where ``keep`` (B, L) is False zeroed first and their keys at a finite
-    -3.4e38 (probability exactly 0): one side of :func:`relation_kl` with a mask, in the
-    autograd graph (the unfused path)."""
-    rel = _self_relations(x, num_relation_heads, who, keep)
-    return F.log_softmax(torch.where(keep[:, None, None, :], rel.float(), _NEG), dim=-1)
-
-
 def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor,
                                keep: Tensor | None) -> Tensor:
-    """KL(p_t || p_s) from both sides' :func:`relation_log_probs`, averaged over the rows
+    """KL(p_t || p_s) from both sides' log-probabilities (unfused sides' of
+    :func:`relation_side`), averaged over the rows
     of real queries (``keep`` (B, L); None: every row): what :func:`relation_kl` computes
     (its unmasked relations are finite, so no term is 0 * (-inf))."""
     p_t = logp_t.exp()
@@ -308,26 +299,27 @@ class RelationSide(NamedTuple):
     it: the (B, R, L, L) relations, in the autograd graph when ``x`` requires grad, and
     their log-probabilities and probabilities over the real keys, outside it (the fused
     KL's backward needs only ``probs``: no softmax backward, nothing per term saved). A
-    side built with ``fused=False`` has ``log_probs`` in the graph instead."""
+    side built with ``fused=False`` has ``log_probs`` in the graph instead and no ``probs``
+    (the former computation exponentiates per term)."""
 
     relations: Tensor
     log_probs: Tensor
-    probs: Tensor
+    probs: Tensor | None
 
     def index_select(self, index: Tensor) -> "RelationSide":
         """The side of the examples ``index`` picks (batch dim 0), e.g. mixup partners."""
-        return RelationSide(*(t.index_select(0, index) for t in self))
+        return RelationSide(*(None if t is None else t.index_select(0, index) for t in self))
 
 
 def relation_side(x: Tensor, num_relation_heads: int, keep: Tensor | None,
                   who: str = "input", fused: bool = True) -> RelationSide:
     """The :class:`RelationSide` of ``x`` (B, L, D) under ``keep`` (B, L; None: no mask):
-    the values of :func:`relation_log_probs`, bit for bit; ``fused=False`` keeps its
-    autograd graph."""
+    positions where ``keep`` is False zeroed first and their keys at a finite -3.4e38
+    (probability exactly 0); float32 log-softmax over the keys. ``fused=False`` keeps the
+    softmax in the autograd graph (the former computation, for the benchmark's A/B)."""
     rel = _self_relations(x, num_relation_heads, who, keep)
     if not fused:
-        logp = F.log_softmax(_key_masked(rel, keep), dim=-1)
-        return RelationSide(rel, logp, logp.detach().exp())
+        return RelationSide(rel, F.log_softmax(_key_masked(rel, keep), dim=-1), None)
     with torch.no_grad():
         logp = F.log_softmax(_key_masked(rel, keep), dim=-1)
         return RelationSide(rel, logp, logp.exp())
@@ -375,7 +367,8 @@ def relation_kl_from_sides(student: RelationSide, teacher: RelationSide,
     :func:`relation_kl_from_log_probs`, bit for bit. Sides with ``relations`` in the graph
     take the fused backward; unfused sides (their ``log_probs`` in the graph) take
     autograd's, the former computation."""
-    if student.log_probs.requires_grad or teacher.log_probs.requires_grad:
+    unfused = student.probs is None or teacher.probs is None
+    if unfused or student.log_probs.requires_grad or teacher.log_probs.requires_grad:
         return relation_kl_from_log_probs(_graph_log_probs(student, keep),
                                           _graph_log_probs(teacher, keep), keep)
     return _FusedRelationKL.apply(student.relations, teacher.relations, student.log_probs,
