@@ -31,10 +31,10 @@ def _features(partner_mode):
 
 
 def _ild_plus_consistency(x_s, x_t, clean, partner, keep, memo):
-    sides = memo.sides if memo is not None else None
-    ild = losses.relation_kl(x_s, x_t, keep, 4, sides=sides)
+    log_probs = memo.log_probs if memo is not None else None
+    ild = losses.relation_kl(x_s, x_t, keep, 4, log_probs=log_probs)
     cons = losses.consistency_loss(
-        partial(losses.relation_kl, num_relation_heads=4, sides=sides), x_s, clean,
+        partial(losses.relation_kl, num_relation_heads=4, log_probs=log_probs), x_s, clean,
         partner, 0.7, keep, memo.gather if memo is not None else None)
     return ild, cons
 
@@ -43,13 +43,13 @@ def _ild_plus_consistency(x_s, x_t, clean, partner, keep, memo):
 def test_memo_gives_the_same_values_with_fewer_relations(monkeypatch, partner_mode,
                                                          fresh_calls):
     calls = []
-    real = losses.relation_side
+    real = losses.relation_log_probs
 
     def counting(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(losses, "relation_side", counting)
+    monkeypatch.setattr(losses, "relation_log_probs", counting)
     x_s, x_t, clean, partner, keep = _features(partner_mode)
     ild0, cons0 = _ild_plus_consistency(x_s, x_t, clean, partner, keep, None)
     (g0,) = torch.autograd.grad(ild0 + cons0, x_s)

@@ -33,13 +33,11 @@ consistency weight ramped up) on length buckets; the same without its clean pass
 batches padded to ``--pad-length`` (the stand-in for the authors' code); one Adam update of
 the student (not part of the steps above). Timed only when ``--variants`` names it:
 ``cr_ild_unshared_step``, the preset step with the Q/K/V relations recomputed for each term
-(no relation memo; ratio ``speedup_relation_memo``), ``cr_ild_full_layers_step``, the preset
-step with every encoder layer run to its end (no ``stop_early``; ratio
-``speedup_stop_early``), and ``cr_ild_unfused_step``, the preset step with the relation KL's
-softmax backward left to autograd (no fused KL; ratio ``speedup_fused_relation_kl``). The
-student clean forward stops at the last layer's Q/K/V, as the criterion's clean pass.
-Tokens/s counts real (unpadded) tokens for every variant, so padded variants show useful
-throughput.
+(no relation memo; ratio ``speedup_relation_memo``), and ``cr_ild_full_layers_step``, the
+preset step with every encoder layer run to its end (no ``stop_early``; ratio
+``speedup_stop_early``). The student clean forward stops at the last layer's Q/K/V, as the
+criterion's clean pass. Tokens/s counts real (unpadded) tokens
+for every variant, so padded variants show useful throughput.
 
 Timing: ``--warmup`` untimed steps per variant, then ``--interleave`` rounds; each round
 times every variant, and one GEMM per precision (``--gemm-repeats`` products of
@@ -416,9 +414,7 @@ VARIANTS = ("teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_ste
 #: variants timed only when --variants names them: the CR-ILD step with the Q/K/V relations
 #: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo;
 #: the CR-ILD step with every encoder layer run (CrIldCriterion.stop_early = False)
-#: the CR-ILD step with the relation KL's softmax in autograd's graph
-#: (CrIldCriterion.fuse_relation_kl = False)
-EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step", "cr_ild_unfused_step")
+EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step")
 # the batches each variant runs: length buckets, fresh mixup pairs, or buckets padded
 LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128"}
 # same-precision ratios: key -> (numerator, denominators), on seconds per example per round
@@ -435,7 +431,6 @@ RATIOS = {
     "speedup_fresh_over_pad128": ("cr_ild_pad128_step", "cr_ild_fresh_step"),
     "speedup_relation_memo": ("cr_ild_unshared_step", "cr_ild_step"),
     "speedup_stop_early": ("cr_ild_full_layers_step", "cr_ild_step"),
-    "speedup_fused_relation_kl": ("cr_ild_unfused_step", "cr_ild_step"),
 }
 
 
@@ -512,13 +507,6 @@ def unshared(bench: Bench) -> Trainee:
     return trainee
 
 
-def unfused(bench: Bench) -> Trainee:
-    """The CR-ILD preset's trainee with the relation KL's softmax backward in autograd."""
-    trainee = bench.trainee("cr_ild_unfused", CR_ILD)
-    trainee.criterion.fuse_relation_kl = False
-    return trainee
-
-
 def full_layers(bench: Bench) -> Trainee:
     """The CR-ILD preset's trainee with every encoder layer run (no early stop)."""
     trainee = bench.trainee("cr_ild_full_layers", CR_ILD)
@@ -573,7 +561,6 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
             "adam_update": lambda: bench.adam_update(ft, batches["buckets"][0]),
             "cr_ild_unshared_step": lambda: bench.train_step(unshared(bench)),
             "cr_ild_full_layers_step": lambda: bench.train_step(full_layers(bench)),
-            "cr_ild_unfused_step": lambda: bench.train_step(unfused(bench)),
         }
         pad = bench.task.source_dictionary.pad()
         teacher_shape = encoder_shape(bench.task.teacher.model)

@@ -65,7 +65,6 @@ PASSES: Dict[str, Passes] = {
     "cr_ild_pad128_step": Passes(1, 3),
     "cr_ild_unshared_step": Passes(1, 3),
     "cr_ild_full_layers_step": Passes(1, 3),
-    "cr_ild_unfused_step": Passes(1, 3),
 }
 
 

@@ -191,11 +191,6 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
     #: the last layer's Q/K/V, the rest of that layer is skipped; same features, same random
     #: stream); False runs every layer, as before (kept for the benchmark's A/B)
     stop_early: bool = True
-    #: the relation KL's backward in closed form (:func:`~fairseq_crild.distill.losses.
-    #: relation_side`: same values, gradients equal up to rounding, no softmax backward and
-    #: no per-term saved tensors); False keeps the softmax in autograd's graph, as before
-    #: (kept for the benchmark's A/B)
-    fuse_relation_kl: bool = True
 
     def __init__(self, cfg: CrIldConfig, task):
         require(task, DistillTaskState, "cr_ild")
@@ -325,7 +320,7 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
                                   self.layers.embedding_pair)
 
         terms: Dict[str, Tensor] = {}
-        memo = RelationMemo(self.fuse_relation_kl) if self.share_relations else None
+        memo = RelationMemo() if self.share_relations else None
         if self.emd is not None:
             terms = self._emd_terms(s_extra, t_extra, s_feats, t_feats, mask, model.training)
         else:

@@ -18,28 +18,25 @@ from fairseq_crild.distill import losses
 
 
 class RelationMemo:
-    """The Q/K/V relation sides of one criterion forward, each computed once.
+    """The Q/K/V relation log-probabilities of one criterion forward, each computed once.
 
     CR-ILD distils the student's relations on the mixed input three times (the ILD term and
     both consistency terms), and its second consistency term compares them with the clean
-    relations of each example's partner. With a memo (``sides`` of
+    relations of each example's partner. With a memo (``log_probs`` of
     :func:`fairseq_crild.distill.losses.relation_kl`, ``gather`` of
     :func:`~fairseq_crild.distill.losses.consistency_loss`) the student's side is computed
-    once (the three terms' gradients summed before one backward through the product), and
-    the partner's clean side is the clean side's partner rows whenever the partner
-    permutation maps the mask onto itself (``mask[partner] == mask``: the reverse partner is
-    an involution, so the union mask of a pair is the same for both), since every example
-    then sees the same inputs and mask as in the clean term. Values are those computed
-    afresh, bit for bit; gradients differ by rounding (the order of the sum). ``fused``
-    (default) builds fused sides (:func:`~fairseq_crild.distill.losses.relation_side`: the
-    KL's backward in closed form), else the former ones with the softmax in the graph.
-    Entries are keyed by tensor identity and hold their tensors, so an id is never reused
-    while its entry lives; build one memo per forward.
+    once (its gradient summed over the terms before one backward through the softmax and the
+    product, instead of three), and the partner's clean side is the clean side's partner
+    rows whenever the partner permutation maps the mask onto itself (``mask[partner] ==
+    mask``: the reverse partner is an involution, so the union mask of a pair is the same
+    for both), since every example then sees the same inputs and mask as in the clean term.
+    Values are those computed afresh, bit for bit; gradients differ by rounding (the order
+    of the sum). Entries are keyed by tensor identity and hold their tensors, so an id is
+    never reused while its entry lives; build one memo per forward.
     """
 
-    def __init__(self, fused: bool = True) -> None:
-        self.fused = fused
-        self._sides: Dict[Tuple[int, int, int], Tuple[Tensor, Tensor, losses.RelationSide]] = {}
+    def __init__(self) -> None:
+        self._logp: Dict[Tuple[int, int, int], Tuple[Tensor, Tensor, Tensor]] = {}
         self._gathered: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
         self._onto_itself: Dict[Tuple[int, int], Tuple[Tensor, Tensor, bool]] = {}
 
@@ -49,9 +46,7 @@ class RelationMemo:
         self._gathered[id(out)] = (out, x, index)
         return out
 
-    def _maps_onto_itself(self, keep: Optional[Tensor], index: Tensor) -> bool:
-        if keep is None:  # no mask: every example sees what it sees in the clean term
-            return True
+    def _maps_onto_itself(self, keep: Tensor, index: Tensor) -> bool:
         key = (id(keep), id(index))
         hit = self._onto_itself.get(key)
         if hit is None or hit[0] is not keep or hit[1] is not index:
@@ -59,16 +54,14 @@ class RelationMemo:
             self._onto_itself[key] = hit
         return hit[2]
 
-    def _known(self, x: Tensor, keep: Optional[Tensor],
-               heads: int) -> Optional[losses.RelationSide]:
-        hit = self._sides.get((id(x), id(keep), heads))
+    def _known(self, x: Tensor, keep: Tensor, heads: int) -> Optional[Tensor]:
+        hit = self._logp.get((id(x), id(keep), heads))
         if hit is not None and hit[0] is x and hit[1] is keep:
             return hit[2]
         return None
 
-    def sides(self, x: Tensor, heads: int, keep: Optional[Tensor],
-              who: str = "input") -> losses.RelationSide:
-        """:func:`fairseq_crild.distill.losses.relation_side`, once per (x, keep)."""
+    def log_probs(self, x: Tensor, heads: int, keep: Tensor, who: str = "input") -> Tensor:
+        """:func:`fairseq_crild.distill.losses.relation_log_probs`, once per (x, keep)."""
         known = self._known(x, keep, heads)
         if known is not None:
             return known
@@ -77,10 +70,10 @@ class RelationMemo:
         if picked is not None and picked[0] is x and self._maps_onto_itself(keep, picked[2]):
             source = self._known(picked[1], keep, heads)
         if source is not None:
-            out = source.index_select(picked[2])
+            out = source.index_select(0, picked[2])
         else:
-            out = losses.relation_side(x, heads, keep, who, self.fused)
-        self._sides[(id(x), id(keep), heads)] = (x, keep, out)
+            out = losses.relation_log_probs(x, heads, keep, who)
+        self._logp[(id(x), id(keep), heads)] = (x, keep, out)
         return out
 
 
@@ -115,7 +108,7 @@ class IldDistance:
                                        pad_mask_mode=self.pad_mode)
         return losses.qkv_relation_kl(student, target, mask, self.relation_heads,
                                       self.relation_pad_mode,
-                                      memo.sides if memo is not None else None)
+                                      memo.log_probs if memo is not None else None)
 
     def on_single_tensors(self, obj: str,
                           memo: Optional[RelationMemo] = None) -> Callable[..., Tensor]:
@@ -129,4 +122,4 @@ class IldDistance:
                            pad_mask_mode=self.pad_mode)
         return partial(losses.relation_kl, num_relation_heads=self.relation_heads,
                        pad_mask_mode=self.relation_pad_mode,
-                       sides=memo.sides if memo is not None else None)
+                       log_probs=memo.log_probs if memo is not None else None)

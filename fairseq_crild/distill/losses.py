@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -275,116 +274,24 @@ def _self_relations(x: Tensor, num_relation_heads: int, who: str,
     return torch.matmul(xr * (1.0 / math.sqrt(d_r)), xr.transpose(-1, -2))
 
 
-def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor,
-                               keep: Tensor | None) -> Tensor:
-    """KL(p_t || p_s) from both sides' log-probabilities (unfused sides' of
-    :func:`relation_side`), averaged over the rows
-    of real queries (``keep`` (B, L); None: every row): what :func:`relation_kl` computes
-    (its unmasked relations are finite, so no term is 0 * (-inf))."""
+def relation_log_probs(x: Tensor, num_relation_heads: int, keep: Tensor,
+                       who: str = "input") -> Tensor:
+    """float32 (B, R, L, L) log-softmax over the keys of the self-relations of ``x`` (B, L,
+    D), positions where ``keep`` (B, L) is False zeroed first and their keys at a finite
+    -3.4e38 (probability exactly 0): one side of :func:`relation_kl` with a mask."""
+    rel = _self_relations(x, num_relation_heads, who, keep)
+    return F.log_softmax(torch.where(keep[:, None, None, :], rel.float(), _NEG), dim=-1)
+
+
+def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor, keep: Tensor) -> Tensor:
+    """KL(p_t || p_s) from both sides' :func:`relation_log_probs`, averaged over the rows
+    of real queries (``keep`` (B, L)): what :func:`relation_kl` computes with a mask."""
     p_t = logp_t.exp()
     per_row = (p_t * (logp_t - logp_s)).sum(dim=-1)
-    return _mean_over_rows(per_row, _query_rows(keep))
+    return _mean_over_rows(per_row, keep[:, None, :, None])
 
 
-def _query_rows(keep: Tensor | None) -> Tensor | None:
-    return None if keep is None else keep[:, None, :, None]
-
-
-def _key_masked(rel: Tensor, keep: Tensor | None) -> Tensor:
-    return rel if keep is None else torch.where(keep[:, None, None, :], rel, _NEG)
-
-
-class RelationSide(NamedTuple):
-    """One side of the relation KL, computed once and shared by every term that distils
-    it: the (B, R, L, L) relations, in the autograd graph when ``x`` requires grad, and
-    their log-probabilities and probabilities over the real keys, outside it (the fused
-    KL's backward needs only ``probs``: no softmax backward, nothing per term saved). A
-    side built with ``fused=False`` has ``log_probs`` in the graph instead and no ``probs``
-    (the former computation exponentiates per term)."""
-
-    relations: Tensor
-    log_probs: Tensor
-    probs: Tensor | None
-
-    def index_select(self, index: Tensor) -> "RelationSide":
-        """The side of the examples ``index`` picks (batch dim 0), e.g. mixup partners."""
-        return RelationSide(*(None if t is None else t.index_select(0, index) for t in self))
-
-
-def relation_side(x: Tensor, num_relation_heads: int, keep: Tensor | None,
-                  who: str = "input", fused: bool = True) -> RelationSide:
-    """The :class:`RelationSide` of ``x`` (B, L, D) under ``keep`` (B, L; None: no mask):
-    positions where ``keep`` is False zeroed first and their keys at a finite -3.4e38
-    (probability exactly 0); float32 log-softmax over the keys. ``fused=False`` keeps the
-    softmax in the autograd graph (the former computation, for the benchmark's A/B)."""
-    rel = _self_relations(x, num_relation_heads, who, keep)
-    if not fused:
-        return RelationSide(rel, F.log_softmax(_key_masked(rel, keep), dim=-1), None)
-    with torch.no_grad():
-        logp = F.log_softmax(_key_masked(rel, keep), dim=-1)
-        return RelationSide(rel, logp, logp.exp())
-
-
-class _FusedRelationKL(torch.autograd.Function):
-    """KL(p_t || p_s) over real keys, averaged over real query rows (``rows`` (B, 1, L, 1),
-    None: all), with the backward in closed form: d/d rel_s = (p_s - p_t) / n per counted
-    row (the softmax's Jacobian applied by hand; the probabilities sum to 1), d/d rel_t =
-    p_t (log p_t - log p_s - KL_row) / n. Masked keys need no mask: both probabilities are
-    exactly 0 there."""
-
-    @staticmethod
-    def forward(ctx, rel_s: Tensor, rel_t: Tensor, logp_s: Tensor, p_s: Tensor,
-                logp_t: Tensor, p_t: Tensor, rows: Tensor | None) -> Tensor:
-        diff = logp_t - logp_s
-        per_row = (p_t * diff).sum(dim=-1)
-        if ctx.needs_input_grad[1]:
-            ctx.save_for_backward(p_s, p_t, rows, diff, per_row)
-        else:
-            ctx.save_for_backward(p_s, p_t, rows)
-        return _mean_over_rows(per_row, rows)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        p_s, p_t, rows = ctx.saved_tensors[:3]
-        if rows is None:
-            coef = grad / (p_s.numel() // p_s.shape[-1])
-        else:
-            counted = rows[..., 0].expand(p_s.shape[:-1]).sum().clamp(min=1)
-            coef = torch.where(rows, grad / counted,
-                               torch.zeros((), dtype=p_s.dtype, device=p_s.device))
-        grad_s = (p_s - p_t).mul_(coef) if ctx.needs_input_grad[0] else None
-        grad_t = None
-        if ctx.needs_input_grad[1]:
-            diff, per_row = ctx.saved_tensors[3:]
-            grad_t = (diff - per_row[..., None]).mul_(p_t).mul_(coef)
-        return grad_s, grad_t, None, None, None, None, None
-
-
-def relation_kl_from_sides(student: RelationSide, teacher: RelationSide,
-                           keep: Tensor | None) -> Tensor:
-    """KL(p_t || p_s) from both sides' :func:`relation_side`, averaged over the rows of real
-    queries (``keep`` (B, L); None: every row): the value of
-    :func:`relation_kl_from_log_probs`, bit for bit. Sides with ``relations`` in the graph
-    take the fused backward; unfused sides (their ``log_probs`` in the graph) take
-    autograd's, the former computation."""
-    unfused = student.probs is None or teacher.probs is None
-    if unfused or student.log_probs.requires_grad or teacher.log_probs.requires_grad:
-        return relation_kl_from_log_probs(_graph_log_probs(student, keep),
-                                          _graph_log_probs(teacher, keep), keep)
-    return _FusedRelationKL.apply(student.relations, teacher.relations, student.log_probs,
-                                  student.probs, teacher.log_probs, teacher.probs,
-                                  _query_rows(keep))
-
-
-def _graph_log_probs(side: RelationSide, keep: Tensor | None) -> Tensor:
-    """The side's log-probabilities in the autograd graph (recomputed from its relations
-    for a fused side that needs a gradient, when the other side is unfused)."""
-    if side.log_probs.requires_grad or not side.relations.requires_grad:
-        return side.log_probs
-    return F.log_softmax(_key_masked(side.relations, keep), dim=-1)
-
-
-RelationSides = Callable[[Tensor, int, "Tensor | None", str], RelationSide]
+RelationLogProbs = Callable[[Tensor, int, Tensor, str], Tensor]
 
 
 def relation_kl(
@@ -393,7 +300,7 @@ def relation_kl(
     mask: Tensor | None = None,
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
-    sides: RelationSides | None = None,
+    log_probs: RelationLogProbs | None = None,
 ) -> Tensor:
     """MiniLMv2 self-relation KL for one of Q, K or V (B, L, D_s) vs (B, L, D_t).
 
@@ -403,10 +310,10 @@ def relation_kl(
     removes padded keys from the softmaxes and padded rows from the average;
     ``"include"`` reproduces the authors' code: no mask, all L x L rows and keys count.
 
-    ``sides`` (default :func:`relation_side`) computes each side's
-    relations and log-probabilities: a caller distilling the same features in several terms
-    passes a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with
-    the same values as computing them afresh.
+    ``log_probs`` (masked case only; default :func:`relation_log_probs`) computes each
+    side's log-probabilities: a caller distilling the same features in several terms passes
+    a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with the
+    same values as computing them afresh.
     """
     _check_mode(pad_mask_mode, "relation_kl")
     if x_s.shape[:2] != x_t.shape[:2]:
@@ -417,12 +324,16 @@ def relation_kl(
     keep = None
     if pad_mask_mode == "exclude" and mask is not None and x_s.dim() == 3:
         keep = _check_mask(mask, x_s.shape[0], x_s.shape[1], "relation_kl")
-    # padded positions zeroed before the products (they are masked out of the loss anyway),
-    # or no mask at all: every relation is finite, so the divergence needs none of
-    # _row_divergence's guards against 0 * (-inf) (terms with p_t == 0 are 0 either way)
-    side = sides or relation_side
-    return relation_kl_from_sides(side(x_s, num_relation_heads, keep, "student"),
-                                  side(x_t, num_relation_heads, keep, "teacher"), keep)
+    if keep is None:
+        rel_s = _self_relations(x_s, num_relation_heads, "student")
+        rel_t = _self_relations(x_t, num_relation_heads, "teacher")
+        return _row_divergence(rel_s, rel_t, None, None, kl=True)
+    # padded positions zeroed before the products (they are masked out of the loss anyway):
+    # every relation is finite, so the divergence needs none of _row_divergence's guards
+    # against 0 * (-inf): same value in about half the passes over the (B, R, L, L) tensors
+    side = log_probs or relation_log_probs
+    return relation_kl_from_log_probs(side(x_s, num_relation_heads, keep, "student"),
+                                      side(x_t, num_relation_heads, keep, "teacher"), keep)
 
 
 def qkv_relation_kl(
@@ -431,10 +342,10 @@ def qkv_relation_kl(
     mask: Tensor | None = None,
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
-    sides: RelationSides | None = None,
+    log_probs: RelationLogProbs | None = None,
 ) -> Tensor:
     """Sum of :func:`relation_kl` over the Q/K/V entries ("q", "k", "v") given
-    (``sides``: as :func:`relation_kl`'s).
+    (``log_probs``: as :func:`relation_kl`'s).
 
     Both dicts must hold the same keys (a subset of q/k/v), so that a request mismatch
     between teacher and student fails loudly instead of silently dropping a term.
@@ -450,7 +361,7 @@ def qkv_relation_kl(
     if not keys_s:
         raise ValueError("qkv_relation_kl: no Q/K/V tensors given")
     return sum(
-        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, sides)
+        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, log_probs)
         for k in ("q", "k", "v")
         if k in keys_s
     )
