@@ -325,7 +325,7 @@ def plot(summary: Dict[str, Any], out_dir: str) -> List[str]:
         if os.path.basename(name) != name or name in (".", ".."):
             raise ValueError(f"task name {task!r} cannot be a file name")
         methods = list(t["methods"])
-        fig = Figure(figsize=(max(4.0, 1.1 * len(methods) + 1.5), 4.0))
+        fig = Figure(figsize=(max(4.0, 1.1 * len(methods) + 1.5) + 2.0, 4.0))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         for i, m in enumerate(methods):
@@ -346,7 +346,8 @@ def plot(summary: Dict[str, Any], out_dir: str) -> List[str]:
         ax.set_title(f"{task}{'' if t['setting'] == 'full' else ' ' + t['setting']}: "
                      f"{_seeds(t['n_seeds'])}")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        # outside the axes: inside, "best" still hid a method's mean bar behind the box
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         fig.tight_layout()
         path = os.path.join(out_dir, f"{name}.png")
         with atomic_output_file(path, overwrite=True) as tmp:
