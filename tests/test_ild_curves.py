@@ -12,8 +12,9 @@ from tests.test_summarize import write_report
 
 
 def _line(kind, update, **values):
-    rec = {f"{kind}_{k}": v for k, v in values.items()}
-    rec[f"{kind}_num_updates"] = str(update)  # fairseq's json log writes strings
+    prefix = "" if kind == "train_inner" else f"{kind}_"  # as fairseq's json log prints them
+    rec = {f"{prefix}{k}": v for k, v in values.items()}
+    rec[f"{prefix}num_updates"] = str(update)  # fairseq's json log writes strings
     return f"2026-12-01 10:00:00 | INFO | {kind} | {json.dumps(rec)}\n"
 
 
@@ -77,6 +78,26 @@ def test_summary_per_seed_and_mean_against_hand_values(tree):
     assert mean["final_dev_metric"] == 61.0
     cr = result["methods"]["cr_ild"]["seeds"][1]
     assert cr["dev_rise_after_min"] == 0.0 and cr["dev_min_update"] == cr["last_update"]
+
+
+def test_curves_stored_in_the_report_stand_in_for_a_missing_log(tree):
+    """results/ keeps report.json files without logs: a report's own copy of its curves
+    (written by the pipeline) gives the same figures as the log it came from."""
+    logged = S.load_reports(str(tree), "RTE")
+    from_logs = C.summarize_curves(C.load_run_curves(logged), logged)
+    for path in sorted(tree.glob("runs/RTE/*/seed*/report.json")):
+        log = path.parent / "stage1" / "train.log"
+        if log.exists():
+            report = json.loads(path.read_text())
+            report[C.REPORT_FIELD] = C.stage1_curves(str(log))
+            path.write_text(json.dumps(report))
+            log.unlink()
+    reports = S.load_reports(str(tree), "RTE")
+    from_reports = C.summarize_curves(C.load_run_curves(reports), reports)
+    assert list(from_reports["methods"]) == ["tinybert", "cr_ild"]
+    for method in ("tinybert", "cr_ild"):
+        assert from_reports["methods"][method]["seeds"] == from_logs["methods"][method]["seeds"]
+        assert from_reports["methods"][method]["curves"] == from_logs["methods"][method]["curves"]
 
 
 def test_summarize_command_writes_curve_json_and_plot(tree, tmp_path, capsys):

@@ -5,6 +5,7 @@ import os
 
 import pytest
 
+from fairseq_crild.pipeline.ild_curves import stage1_curves
 from fairseq_crild.pipeline.report import train_loss_curve
 from tests.conftest import run_script
 
@@ -42,7 +43,7 @@ def test_pipeline_cr_ild_smoke(tiny_env, tmp_path):
                            ).read_text())
     assert finetune["wall_s"].keys() == {"teacher", "stage2"}
     assert list(finetune["stages"]) == ["teacher", "stage2"]
-    assert finetune["stage1_loss_terms"] == {}
+    assert finetune["stage1_loss_terms"] == {} and finetune["stage1_ild_curves"] == {}
     assert [p["title"] for p in finetune["figure"]["panels"]] == [
         "teacher: dev accuracy", "stage 2 (glue_ce, finetune): dev accuracy"]
     assert os.path.isfile(out / "base" / "dict.txt")
@@ -135,3 +136,8 @@ def _check_report_contents(report, md, run_dir, tiny_env):
     assert line in panels[0]["lines"] and line in panels[2]["lines"]
     assert panels[2]["lines_right"] == ["stage 2 training loss"]
     assert "loss_qkv" in panels[1]["lines"]
+    # stage 1's ILD curves travel in the report (results/ keeps no logs): here no probes ran
+    stored = report["stage1_ild_curves"]
+    assert list(stored) == ["train_inner"]
+    assert [tuple(p) for p in stored["train_inner"]] == stage1_curves(
+        str(run_dir / "stage1" / "train.log"))["train_inner"]

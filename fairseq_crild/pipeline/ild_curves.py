@@ -35,7 +35,9 @@ def stage1_curves(log_path: str, term: str = "loss_ild") -> Dict[str, Curve]:
     for kind in KINDS:
         points: Dict[float, float] = {}
         for r in parse_log(log_path, kind):
-            update, value = r.get(f"{kind}_num_updates"), r.get(f"{kind}_{term}")
+            # fairseq's json log prefixes keys with the record kind, except train_inner's
+            update = r.get(f"{kind}_num_updates", r.get("num_updates"))
+            value = r.get(f"{kind}_{term}", r.get(term))
             if isinstance(update, (int, float)) and isinstance(value, (int, float)):
                 points[float(update)] = float(value)
         if points:
@@ -43,14 +45,25 @@ def stage1_curves(log_path: str, term: str = "loss_ild") -> Dict[str, Curve]:
     return curves
 
 
+#: the report.json field holding :func:`stage1_curves` of the run's stage-1 log, so the
+#: curves can be re-derived from the report files alone (results/ keeps no logs)
+REPORT_FIELD = "stage1_ild_curves"
+
+
 def load_run_curves(reports: Sequence[Dict[str, Any]],
                     term: str = "loss_ild") -> Dict[str, Dict[int, Dict[str, Curve]]]:
     """method -> seed -> curves, for the reports (``summary.load_reports``) whose stage 1
-    logged dev evaluations; methods without stage 1 or without probes are left out."""
+    logged dev evaluations; methods without stage 1 or without probes are left out. The
+    ``loss_ild`` curves come from the report's own copy where it has one, else from the
+    stage-1 log next to it."""
     out: Dict[str, Dict[int, Dict[str, Curve]]] = {}
     for r in reports:
-        log = os.path.join(os.path.dirname(r["_file"]), "stage1", "train.log")
-        curves = stage1_curves(log, term)
+        stored = r.get(REPORT_FIELD) if term == "loss_ild" else None
+        if stored:
+            curves = {k: [(float(u), float(v)) for u, v in c] for k, c in stored.items()}
+        else:
+            log = os.path.join(os.path.dirname(r["_file"]), "stage1", "train.log")
+            curves = stage1_curves(log, term)
         if "valid" in curves and TRAIN_PROBE in curves:
             out.setdefault(r["method"], {})[int(r["seed"])] = curves
     return out

@@ -28,6 +28,7 @@ from fairseq_crild.pipeline.comparison import (
 )
 from fairseq_crild.pipeline.comparison import teacher_dir as teacher_dir_of
 from fairseq_crild.pipeline.dev_analysis import report_metric_names
+from fairseq_crild.pipeline.ild_curves import REPORT_FIELD, stage1_curves
 from fairseq_crild.pipeline.report import (
     count_parameters,
     dev_outputs,
@@ -266,6 +267,7 @@ def _report(args, task: str, meta: GlueMeta, budget, metric: str, preset, criter
         "wall_s": wall, "teacher_checkpoint": teacher, "student_checkpoint": student_ckpt,
         "base_checkpoint": base_ckpt, "stages": stages,
         "stage1_loss_terms": last_loss_terms(s1_log) if s1_log else {},
+        REPORT_FIELD: stage1_curves(s1_log) if s1_log else {},
         "inference": inference_speed(data, checkpoints, budget.max_len),
     }
     base = dev["baseline"]
