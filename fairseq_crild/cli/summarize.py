@@ -4,7 +4,8 @@
 ``main`` from a source checkout. The statistics live in :mod:`fairseq_crild.pipeline.summary`.
 
     crild-summarize runs/table [--task RTE] [--setting full] [--baseline kd]
-        [--json summary.json] [--plots figures/]
+        [--json summary.json] [--plots figures/] [--ild-curves figures/]
+        [--collect results/]
 
 Per task and method: mean ± sample std over seeds, the per-seed scores, the ratio to the
 teacher, the student's wall time, and the difference to the baseline paired by seed with a
@@ -35,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ild-curves", metavar="DIR",
                    help="also write each task's stage-1 ILD loss on training and dev inputs "
                    "(runs made with --ild-probe-every) as DIR/ild_curves-TASK.json and .png")
+    p.add_argument("--collect", metavar="DIR",
+                   help="first copy the selected report.json files to the same paths under "
+                   "DIR (no checkpoints or logs; stage 1's ILD curves go into the report), so "
+                   "crild-summarize DIR re-derives the figures; a differing copy is refused")
     return p
 
 
@@ -42,6 +47,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         reports = summary.load_reports(args.out, args.task, args.setting)
+        if args.collect:
+            from fairseq_crild.pipeline.collect import collect_reports
+
+            written = collect_reports(reports, args.out, args.collect)
+            print(f"collected {len(written)} new report(s) into {args.collect} "
+                  f"({len(reports) - len(written)} already there)", file=sys.stderr)
         result = summary.summarize(reports, args.baseline, args.confidence)
         print(summary.to_markdown(result), end="")
         if args.json:
