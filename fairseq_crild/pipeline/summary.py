@@ -267,47 +267,78 @@ def _variant_table(methods: Dict[str, Any], conf: str) -> List[str]:
     rows = [(m, row["vs_own_method"]) for m, row in methods.items() if "vs_own_method" in row]
     if not rows:
         return []
-    out = ["Each variant against its own method, paired by seed:", "",
-           f"| run | against | Δ [{conf} CI] (paired t) | bootstrap CI |", "|---|---|---|---|"]
+    out = [f"| run | against | Δ [{conf} CI] (paired t) | bootstrap CI |", "|---|---|---|---|"]
     for m, vs in rows:
         out.append(f"| {m} | {vs['method']} | {_delta(vs, vs['method'])} | "
                    f"{_interval(vs['boot_low'], vs['boot_high'])} |")
-    return out + [""]
+    return out
+
+
+def _short_path(path: str) -> str:
+    """An absolute checkpoint path from the run folders' ``runs/`` on: the same on every
+    machine, so committed tables do not change with the checkout's location."""
+    parts = path.split("/")
+    if os.path.isabs(path) and "runs" in parts:
+        return "/".join(parts[parts.index("runs"):])
+    return path
+
+
+def _method_table(t: Dict[str, Any], task: str, base: str, conf: str) -> List[str]:
+    """The heading (which teacher, intervals over seeds) and one row per method."""
+    setting = "" if t["setting"] == "full" else f" ({t['setting']})"
+    if t["teacher_per_seed"] is None:
+        teacher = f"teacher {t['teacher_dev']:.2f}"
+        if t["teacher_checkpoint"]:
+            teacher += f" (`{_short_path(t['teacher_checkpoint'])}`)"
+    else:
+        teacher = (f"teacher per seed (mean {t['teacher_dev']:.2f}: "
+                   + ", ".join(f"seed {x['seed']} {x['dev']:.2f}"
+                               for x in t["teacher_per_seed"]) + ")")
+    out = [f"**{task}{setting}**: dev {t['metric']}, {teacher}, {_seeds(t['n_seeds'])}; "
+           f"Δ is the difference to {base} paired by seed, with {conf} intervals over "
+           "seeds (paired t, and percentile bootstrap), not over dev examples.", "",
+           f"| method | seeds | mean ± std | per seed | student/teacher | Δ vs {base} "
+           f"[{conf} CI] (paired t) | bootstrap CI | wall s |",
+           "|---|---|---|---|---|---|---|---|"]
+    for m, row in t["methods"].items():
+        per_seed = ", ".join(f"{s}: {v:.2f}" for s, v in zip(row["seeds"], row["scores"]))
+        ratio = row["ratio_to_teacher"]
+        ratio = "–" if ratio is None else f"{100 * ratio:.1f}%"
+        if m == base:
+            delta, boot = "(baseline)", "–"
+        else:
+            delta, boot = _delta(row, base), _interval(row["boot_low"], row["boot_high"])
+        wall = "–" if row["wall_s"] is None else f"{row['wall_s']:.0f}"
+        out.append(f"| {m} | {len(row['seeds'])} | {row['mean']:.2f} ± {row['std']:.2f} | "
+                   f"{per_seed} | {ratio} | {delta} | {boot} | {wall} |")
+    return out
+
+
+TABLE_PARTS = ("table", "variants")
+
+
+def task_markdown(summary: Dict[str, Any], task: str, part: str = "table") -> str:
+    """One task's method table (``table``) or its variants-against-own-method table
+    (``variants``, empty when it has no variant runs), without surrounding blank lines."""
+    if part not in TABLE_PARTS:
+        raise ValueError(f"part {part!r} is not one of {', '.join(TABLE_PARTS)}")
+    if task not in summary["tasks"]:
+        raise ValueError(f"no runs of task {task} (tasks: {', '.join(summary['tasks'])})")
+    base, conf = summary["baseline"], f"{100 * summary['confidence']:g}%"
+    t = summary["tasks"][task]
+    lines = (_method_table(t, task, base, conf) if part == "table"
+             else _variant_table(t["methods"], conf))
+    return "\n".join(lines)
 
 
 def to_markdown(summary: Dict[str, Any]) -> str:
     """One table per task; the heading says which teacher and that intervals are over seeds."""
-    base, conf = summary["baseline"], f"{100 * summary['confidence']:g}%"
     out = []
-    for task, t in summary["tasks"].items():
-        setting = "" if t["setting"] == "full" else f" ({t['setting']})"
-        if t["teacher_per_seed"] is None:
-            teacher = f"teacher {t['teacher_dev']:.2f}"
-            if t["teacher_checkpoint"]:
-                teacher += f" (`{t['teacher_checkpoint']}`)"
-        else:
-            teacher = (f"teacher per seed (mean {t['teacher_dev']:.2f}: "
-                       + ", ".join(f"seed {x['seed']} {x['dev']:.2f}"
-                                   for x in t["teacher_per_seed"]) + ")")
-        out += [f"**{task}{setting}**: dev {t['metric']}, {teacher}, {_seeds(t['n_seeds'])}; "
-                f"Δ is the difference to {base} paired by seed, with {conf} intervals over "
-                "seeds (paired t, and percentile bootstrap), not over dev examples.", "",
-                f"| method | seeds | mean ± std | per seed | student/teacher | Δ vs {base} "
-                f"[{conf} CI] (paired t) | bootstrap CI | wall s |",
-                "|---|---|---|---|---|---|---|---|"]
-        for m, row in t["methods"].items():
-            per_seed = ", ".join(f"{s}: {v:.2f}" for s, v in zip(row["seeds"], row["scores"]))
-            ratio = row["ratio_to_teacher"]
-            ratio = "–" if ratio is None else f"{100 * ratio:.1f}%"
-            if m == base:
-                delta, boot = "(baseline)", "–"
-            else:
-                delta, boot = _delta(row, base), _interval(row["boot_low"], row["boot_high"])
-            wall = "–" if row["wall_s"] is None else f"{row['wall_s']:.0f}"
-            out.append(f"| {m} | {len(row['seeds'])} | {row['mean']:.2f} ± {row['std']:.2f} | "
-                       f"{per_seed} | {ratio} | {delta} | {boot} | {wall} |")
-        out.append("")
-        out += _variant_table(t["methods"], conf)
+    for task in summary["tasks"]:
+        out += [task_markdown(summary, task, "table"), ""]
+        variants = task_markdown(summary, task, "variants")
+        if variants:
+            out += ["Each variant against its own method, paired by seed:", "", variants, ""]
     return "\n".join(out)
 
 
