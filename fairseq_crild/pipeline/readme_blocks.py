@@ -21,7 +21,6 @@ from fairseq_crild.pipeline import summary
 OPEN = re.compile(r"^<!-- crild-summarize (?P<spec>[^>]*?) -->\s*$")
 CLOSE = "<!-- /crild-summarize -->"
 KEYS = ("out", "task", "setting", "baseline", "part")
-DEFAULTS = {"setting": "full", "baseline": "kd", "part": "table"}
 
 
 @dataclass(frozen=True)
@@ -37,7 +36,7 @@ class BlockSpec:
 
 def parse_spec(text: str, where: str) -> BlockSpec:
     """``key=value`` pairs of an opening marker; ``where`` (file:line) goes into errors."""
-    fields: Dict[str, str] = dict(DEFAULTS)
+    fields: Dict[str, str] = {}  # the others default as in BlockSpec
     for item in text.split():
         key, sep, value = item.partition("=")
         if not sep or not value:
@@ -49,10 +48,11 @@ def parse_spec(text: str, where: str) -> BlockSpec:
         if key not in fields:
             raise ValueError(f"{where}: marker lacks {key}=... (e.g. out=results/claims "
                              "task=STS-B)")
-    if fields["part"] not in summary.TABLE_PARTS:
-        raise ValueError(f"{where}: part={fields['part']} is not one of "
+    spec = BlockSpec(**fields)
+    if spec.part not in summary.TABLE_PARTS:
+        raise ValueError(f"{where}: part={spec.part} is not one of "
                          f"{', '.join(summary.TABLE_PARTS)}")
-    return BlockSpec(**fields)
+    return spec
 
 
 def find_blocks(lines: List[str], path: str) -> List[Tuple[int, int, BlockSpec]]:
