@@ -22,22 +22,24 @@ runs the real task and criterion objects, built by fairseq's own option parser
 (``task.train_step``: criterion forward + backward). Each of ``--precisions`` gets its own
 task, teacher and students (a shared teacher would be cast back and forth).
 
-Variants: teacher forward; student forward+backward (head logits, sum backward); student
-clean forward (no grad, as the consistency term's); fine-tune step (glue_ce); KD step (live
-teacher); KD step with cached teacher logits (--teacher-logit-cache; the one-off cache build
-is timed separately); CR-ILD stage-1 step (preset cr_ild: Q/K/V relations of the last layer,
-mixup, consistency on every object, so it makes the clean pass; epoch 11 of 20, the
-consistency weight ramped up) on length buckets; the same without its clean pass
-(``--consistency-weight 0``); the same preset step on fresh mixup pairs (the batches
-``--train-batches auto`` gives a mixing criterion); the preset step on the length-bucket
-batches padded to ``--pad-length`` (the stand-in for the authors' code); one Adam update of
-the student (not part of the steps above). Timed only when ``--variants`` names it:
-``cr_ild_unshared_step``, the preset step with the Q/K/V relations recomputed for each term
-(no relation memo; ratio ``speedup_relation_memo``), and ``cr_ild_full_layers_step``, the
-preset step with every encoder layer run to its end (no ``stop_early``; ratio
+Variants: the teacher encoder's matmuls alone at each batch's shape (``encoder_gemms``, no
+training step: the ceiling of the steps' share of the GEMM peak at these shapes,
+fairseq_crild/cli/benchmark_gemm.py); teacher forward; student forward+backward (head
+logits, sum backward); student clean forward (no grad, as the consistency term's); fine-tune
+step (glue_ce); KD step (live teacher); KD step with cached teacher logits (--teacher-logit-
+cache; the one-off cache build is timed separately); CR-ILD stage-1 step (preset cr_ild:
+Q/K/V relations of the last layer, mixup, consistency on every object, so it makes the clean
+pass; epoch 11 of 20, the consistency weight ramped up) on length buckets; the same without
+its clean pass (``--consistency-weight 0``); the same preset step on fresh mixup pairs (the
+batches ``--train-batches auto`` gives a mixing criterion); the preset step on the length-
+bucket batches padded to ``--pad-length`` (the stand-in for the authors' code); one Adam
+update of the student (not part of the steps above). Timed only when ``--variants`` names
+it: ``cr_ild_unshared_step``, the preset step with the Q/K/V relations recomputed for each
+term (no relation memo; ratio ``speedup_relation_memo``), and ``cr_ild_full_layers_step``,
+the preset step with every encoder layer run to its end (no ``stop_early``; ratio
 ``speedup_stop_early``). The student clean forward stops at the last layer's Q/K/V, as the
-criterion's clean pass. Tokens/s counts real (unpadded) tokens
-for every variant, so padded variants show useful throughput.
+criterion's clean pass. Tokens/s counts real (unpadded) tokens for every variant, so padded
+variants show useful throughput.
 
 Timing: ``--warmup`` untimed steps per variant, then ``--interleave`` rounds; each round
 times every variant, and one GEMM per precision (``--gemm-repeats`` products of
@@ -90,7 +92,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from fairseq_crild.cli.benchmark_flops import EncoderShape, gemm_flops, variant_flops
+from fairseq_crild.cli.benchmark_flops import EncoderShape, variant_flops
+from fairseq_crild.cli.benchmark_gemm import EncoderGemms, gemm_pass
 from fairseq_crild.cli.benchmark_rounds import (
     Timer,
     per_round_ratio,
@@ -408,13 +411,15 @@ class Bench:
 
 
 CR_ILD = ["--criterion", "cr_ild", "--ild-preset", "cr_ild"]
-VARIANTS = ("teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_step",
+VARIANTS = ("encoder_gemms", "teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_step",
             "kd_step", "kd_cached_step", "cr_ild_step", "cr_ild_no_clean_step",
             "cr_ild_fresh_step", "cr_ild_pad128_step", "adam_update")
 #: variants timed only when --variants names them: the CR-ILD step with the Q/K/V relations
 #: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo;
 #: the CR-ILD step with every encoder layer run (CrIldCriterion.stop_early = False)
 EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step")
+#: timed passes that are not training steps: no "vs reference" column
+NOT_STEPS = ("adam_update", "encoder_gemms")
 # the batches each variant runs: length buckets, fresh mixup pairs, or buckets padded
 LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128"}
 # same-precision ratios: key -> (numerator, denominators), on seconds per example per round
@@ -485,19 +490,17 @@ class Timed:
         return sum(int(b["ntokens"]) for b in self.batches)
 
 
-def gemm_pass(precision: str, n: int, count: int, device: torch.device
-              ) -> Tuple[Callable[[], None], int]:
-    """(``count`` n x n x n products in ``precision``, their FLOPs): the peak the variants
-    are compared with, timed in every round next to them at the same thread count."""
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=DTYPES[precision])
-    b = torch.randn(n, n, generator=gen).to(device=device, dtype=DTYPES[precision])
-    out = torch.empty_like(a)
+def encoder_gemms_step(bench: Bench) -> Callable[[Dict[str, Any]], None]:
+    """The teacher encoder's matmuls alone at each batch's (sentences, width): the ceiling
+    for the steps' share of the GEMM peak at these shapes (benchmark_gemm.py)."""
+    cfg = bench.task.teacher.model.cfg
+    gemms = EncoderGemms(encoder_shape(bench.task.teacher.model),
+                         int(cfg.encoder_attention_heads), DTYPES[bench.precision],
+                         bench.device)
 
-    def run() -> None:
-        for _ in range(count):
-            torch.matmul(a, b, out=out)
-    return run, count * gemm_flops(n)
+    def step(sample: Dict[str, Any]) -> None:
+        gemms(*sample["net_input"]["src_tokens"].shape)
+    return step
 
 
 def unshared(bench: Bench) -> Trainee:
@@ -561,6 +564,7 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
             "adam_update": lambda: bench.adam_update(ft, batches["buckets"][0]),
             "cr_ild_unshared_step": lambda: bench.train_step(unshared(bench)),
             "cr_ild_full_layers_step": lambda: bench.train_step(full_layers(bench)),
+            "encoder_gemms": lambda: encoder_gemms_step(bench),
         }
         pad = bench.task.source_dictionary.pad()
         teacher_shape = encoder_shape(bench.task.teacher.model)
@@ -595,7 +599,7 @@ def time_variants(timed: Dict[str, Timed], args, device: torch.device,
     gemms: Dict[str, Dict[str, Any]] = {}
     if gemm:
         for precision in args.precisions:
-            run, n_flops = gemm_pass(precision, args.gemm_size, args.gemm_repeats, device)
+            run, n_flops = gemm_pass(DTYPES[precision], args.gemm_size, args.gemm_repeats, device)
             run()  # warm-up: library dispatch, first touch of the buffers
             passes[gemm_label(precision)] = run
             flops[gemm_label(precision)] = n_flops
@@ -646,7 +650,7 @@ def summarise(timed: Dict[str, Timed], measured: Dict[str, Any], args) -> Dict[s
                 row["useful_share_of_peak"] = summary(share)
                 row["executed_share_of_peak"] = summary(
                     [u * t.flops["executed"] / t.flops["useful"] for u in share])
-        if reference and t.name != "adam_update":
+        if reference and t.name not in NOT_STEPS:
             row["vs_reference"] = summary(per_round_ratio(records, work, reference, key))
         variants[key] = row
     ratio_rounds: Dict[str, List[float]] = {}

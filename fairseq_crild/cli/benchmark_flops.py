@@ -54,6 +54,7 @@ class Passes:
 # forward equivalents per variant; variants absent here (the Adam update) get no FLOP count
 PASSES: Dict[str, Passes] = {
     "teacher_fwd": Passes(1, 0),
+    "encoder_gemms": Passes(1, 0),  # the teacher forward's matmuls alone (benchmark_gemm.py)
     "student_fwd_bwd": Passes(0, 3),
     "student_clean_fwd": Passes(0, 1),
     "finetune_step": Passes(0, 3),
