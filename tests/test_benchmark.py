@@ -104,7 +104,8 @@ def test_benchmark_interleaves_both_precisions_on_real_batches(tiny_env, tmp_pat
         secs_of("kd_step@bf16"), secs_of("teacher_fwd@bf16"), secs_of("student_fwd_bwd@bf16"))])
     assert result["ratios"]["kd_vs_passes@bf16"] == round(want, 3)
     assert {"cr_ild_vs_passes@fp32", "clean_pass_cost@bf16", "kd_cached_vs_finetune@fp32",
-            "fresh_vs_buckets@fp32", "cr_ild_step_speedup_bf16_over_fp32"} <= set(
+            "fresh_vs_buckets@fp32", "cr_ild_step_speedup_bf16_over_fp32",
+            "teacher_fwd_vs_encoder_gemms@bf16"} <= set(
                 result["ratios"])
     assert result["ratio_stats"]["kd_vs_passes@bf16"]["n"] == 2
 

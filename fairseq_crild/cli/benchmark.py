@@ -432,6 +432,8 @@ RATIOS = {
     "finetune_vs_fwd_bwd": ("finetune_step", "student_fwd_bwd"),
     "fresh_vs_buckets": ("cr_ild_fresh_step", "cr_ild_step"),
     "dynamic_vs_pad128": ("cr_ild_step", "cr_ild_pad128_step"),
+    # a forward's time outside its matmuls: teacher forward / its matmuls alone
+    "teacher_fwd_vs_encoder_gemms": ("teacher_fwd", "encoder_gemms"),
     "speedup_dynamic_over_pad128": ("cr_ild_pad128_step", "cr_ild_step"),
     "speedup_fresh_over_pad128": ("cr_ild_pad128_step", "cr_ild_fresh_step"),
     "speedup_relation_memo": ("cr_ild_unshared_step", "cr_ild_step"),
