@@ -38,8 +38,9 @@ def gemm_pass(dtype: torch.dtype, n: int, count: int, device: torch.device
 class EncoderGemms:
     """Runs one encoder forward's matmuls (and only those) at a (batch, width) shape.
 
-    Weights are shared by every layer (speed does not depend on their values); activations
-    are allocated once per shape, so a timed call is the matmuls alone. ``flops`` counts
+    Weights are shared by every layer (speed does not depend on their values; one layer's
+    weights staying in cache makes the ceiling, if anything, optimistic); activations are
+    allocated once per shape, so a timed call is the matmuls alone. ``flops`` counts
     what the products computed, 2 x m x n x k each, from the tensors' own shapes."""
 
     shape: EncoderShape
