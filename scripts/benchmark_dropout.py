@@ -85,12 +85,7 @@ def ms_per_call(fn, steps: int) -> float:
 
 
 def ms_per_step(fn, x: torch.Tensor, p: float, steps: int) -> float:
-    for _ in range(3):
-        fn(x, p).float().sum().backward()
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn(x, p).float().sum().backward()
-    return 1000 * (time.perf_counter() - start) / steps
+    return ms_per_call(lambda: fn(x, p).float().sum().backward(), steps)
 
 
 def main() -> None:

@@ -492,13 +492,11 @@ class Timed:
         return sum(int(b["ntokens"]) for b in self.batches)
 
 
-def encoder_gemms_step(bench: Bench) -> Callable[[Dict[str, Any]], None]:
+def encoder_gemms_step(bench: Bench, shape: EncoderShape) -> Callable[[Dict[str, Any]], None]:
     """The teacher encoder's matmuls alone at each batch's (sentences, width): the ceiling
     for the steps' share of the GEMM peak at these shapes (benchmark_gemm.py)."""
-    cfg = bench.task.teacher.model.cfg
-    gemms = EncoderGemms(encoder_shape(bench.task.teacher.model),
-                         int(cfg.encoder_attention_heads), DTYPES[bench.precision],
-                         bench.device)
+    heads = int(bench.task.teacher.model.cfg.encoder_attention_heads)
+    gemms = EncoderGemms(shape, heads, DTYPES[bench.precision], bench.device)
 
     def step(sample: Dict[str, Any]) -> None:
         gemms(*sample["net_input"]["src_tokens"].shape)
@@ -566,7 +564,7 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
             "adam_update": lambda: bench.adam_update(ft, batches["buckets"][0]),
             "cr_ild_unshared_step": lambda: bench.train_step(unshared(bench)),
             "cr_ild_full_layers_step": lambda: bench.train_step(full_layers(bench)),
-            "encoder_gemms": lambda: encoder_gemms_step(bench),
+            "encoder_gemms": lambda: encoder_gemms_step(bench, teacher_shape),
         }
         pad = bench.task.source_dictionary.pad()
         teacher_shape = encoder_shape(bench.task.teacher.model)
