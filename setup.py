@@ -36,6 +36,7 @@ setup(
         "scipy",
         "scikit-learn",
         "pot",  # POT: ot.emd solves the BERT-EMD transport problem
+        "ninja",  # builds --dropout-impl hash's C++ kernel (torch.utils.cpp_extension)
         "matplotlib",
     ],
     extras_require={

@@ -88,7 +88,8 @@ def toy_dictionary():
     return d
 
 
-def toy_bert(layers: int, dim: int = 16, heads: int = 2, seed: int = 0, dropout: float = 0.0):
+def toy_bert(layers: int, dim: int = 16, heads: int = 2, seed: int = 0, dropout: float = 0.0,
+             dropout_impl: str = "torch"):
     """A seeded in-memory BertModel with a 2-class ``glue`` head (no checkpoint, no task)."""
     import torch
 
@@ -97,7 +98,7 @@ def toy_bert(layers: int, dim: int = 16, heads: int = 2, seed: int = 0, dropout:
     torch.manual_seed(seed)
     cfg = BertConfig(encoder_layers=layers, encoder_embed_dim=dim, encoder_attention_heads=heads,
                      encoder_ffn_embed_dim=2 * dim, max_position_embeddings=32, dropout=dropout,
-                     attention_dropout=dropout, pooler_dropout=0.0)
+                     attention_dropout=dropout, pooler_dropout=0.0, dropout_impl=dropout_impl)
     model = BertModel(cfg, TOY_VOCAB, 1)
     model.register_classification_head("glue", num_classes=2)
     return model

@@ -31,6 +31,11 @@ def test_device_args():
     assert recipe.device_args("cuda", "bf16") == ["--distributed-world-size", "1", "--bf16"]
     with pytest.raises(ValueError, match="--fp16 needs a GPU; use --bf16 on the CPU"):
         recipe.device_args("cpu", "fp16")
+    assert recipe.device_args("cpu", "bf16", "hash") == ["--cpu", "--bf16", "--dropout-impl",
+                                                         "hash"]
+    assert recipe.device_args("cpu", "fp32", "torch") == ["--cpu"]
+    with pytest.raises(ValueError, match="--dropout-impl 'fast': choose torch, hash"):
+        recipe.device_args("cpu", "fp32", "fast")
 
 
 def test_stage_builders_are_device_neutral():
@@ -68,6 +73,9 @@ def test_commands_built_for_cuda_carry_no_cpu(tiny_env, tmp_path, monkeypatch, c
         assert gpu[name][:-3] == cpu[name][:-2]
     explicit = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, True, "--device", "cpu")
     assert all(args[-1] == "--cpu" for args in explicit.values())
+    hashed = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, False, "--dropout-impl", "hash")
+    for name, args in hashed.items():  # every stage, the rest of its command unchanged
+        assert args == explicit[name] + ["--dropout-impl", "hash"]
 
 
 def test_conversion_and_preparation_run_in_process(tiny_env, tmp_path, monkeypatch, capsys):

@@ -24,8 +24,9 @@ def _run(model, sample, request):
 @pytest.mark.parametrize("qkv,scores", [({2}, set()), ({1}, set()), ({1}, {1}), ({0, 2}, {1}),
                                         (set(), {2})])
 @pytest.mark.parametrize("training", [True, False])
-def test_same_features_and_random_stream(dtype, qkv, scores, training):
-    model = toy_bert(3, 16, 4, 0, dropout=0.1).to(dtype).train(training)
+@pytest.mark.parametrize("impl", ["torch", "hash"])
+def test_same_features_and_random_stream(dtype, qkv, scores, training, impl):
+    model = toy_bert(3, 16, 4, 0, dropout=0.1, dropout_impl=impl).to(dtype).train(training)
     sample = _sample()
     mixup = MixupSpec(lam=0.7, partner=torch.tensor([3, 2, 1, 0]))
     full = FeatureRequest(qkv=frozenset(qkv), attention_scores=frozenset(scores), mixup=mixup)
@@ -56,12 +57,15 @@ def test_no_stop_with_a_head_hidden_states_or_pooled_output():
     assert logits.shape == (4, 2)
 
 
-def test_cr_ild_step_unchanged_by_stopping_early():
+@pytest.mark.parametrize("impl", ["torch", "hash"])
+def test_cr_ild_step_unchanged_by_stopping_early(impl):
     """The cr_ild preset's step (its requests stop at the last layer's Q/K/V): the same
-    loss, logged terms and gradients, bit for bit, as with every layer run, with dropout."""
+    loss, logged terms and gradients, bit for bit, as with every layer run, with dropout
+    (either dropout implementation: the hash one's skipped dropouts consume one seed each)."""
     from fairseq_crild.criterions.cr_ild import CrIldCriterion
 
-    teacher, student = toy_bert(4, 16, 4, 0, dropout=0.1), toy_bert(2, 16, 4, 1, dropout=0.1)
+    teacher = toy_bert(4, 16, 4, 0, dropout=0.1)
+    student = toy_bert(2, 16, 4, 1, dropout=0.1, dropout_impl=impl)
     task = _Task(teacher)
     task.current_epoch, task.num_updates = 3, 5
     sample = _sample()

@@ -37,7 +37,9 @@ update of the student (not part of the steps above). Timed only when ``--variant
 it: ``cr_ild_unshared_step``, the preset step with the Q/K/V relations recomputed for each
 term (no relation memo; ratio ``speedup_relation_memo``), and ``cr_ild_full_layers_step``,
 the preset step with every encoder layer run to its end (no ``stop_early``; ratio
-``speedup_stop_early``). The student clean forward stops at the last layer's Q/K/V, as the
+``speedup_stop_early``); ``finetune_hash_dropout_step``, ``cr_ild_hash_dropout_step`` and
+``cr_ild_fresh_hash_dropout_step``, those steps with ``--dropout-impl hash`` (ratios
+``speedup_hash_dropout_*``). The student clean forward stops at the last layer's Q/K/V, as the
 criterion's clean pass. Tokens/s counts real (unpadded) tokens for every variant, so padded
 variants show useful throughput.
 
@@ -411,17 +413,21 @@ class Bench:
 
 
 CR_ILD = ["--criterion", "cr_ild", "--ild-preset", "cr_ild"]
+HASH_DROPOUT = ["--dropout-impl", "hash"]
 VARIANTS = ("encoder_gemms", "teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_step",
             "kd_step", "kd_cached_step", "cr_ild_step", "cr_ild_no_clean_step",
             "cr_ild_fresh_step", "cr_ild_pad128_step", "adam_update")
 #: variants timed only when --variants names them: the CR-ILD step with the Q/K/V relations
 #: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo;
-#: the CR-ILD step with every encoder layer run (CrIldCriterion.stop_early = False)
-EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step")
+#: the CR-ILD step with every encoder layer run (CrIldCriterion.stop_early = False); the
+#: fine-tune and CR-ILD steps (buckets, fresh pairs) with --dropout-impl hash
+EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step", "finetune_hash_dropout_step",
+                  "cr_ild_hash_dropout_step", "cr_ild_fresh_hash_dropout_step")
 #: timed passes that are not training steps: no "vs reference" column
 NOT_STEPS = ("adam_update", "encoder_gemms")
 # the batches each variant runs: length buckets, fresh mixup pairs, or buckets padded
-LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128"}
+LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128",
+          "cr_ild_fresh_hash_dropout_step": "fresh"}
 # same-precision ratios: key -> (numerator, denominators), on seconds per example per round
 RATIOS = {
     "cr_ild_vs_passes": ("cr_ild_step", "teacher_fwd", "student_fwd_bwd", "student_clean_fwd"),
@@ -438,6 +444,9 @@ RATIOS = {
     "speedup_fresh_over_pad128": ("cr_ild_pad128_step", "cr_ild_fresh_step"),
     "speedup_relation_memo": ("cr_ild_unshared_step", "cr_ild_step"),
     "speedup_stop_early": ("cr_ild_full_layers_step", "cr_ild_step"),
+    "speedup_hash_dropout_finetune": ("finetune_step", "finetune_hash_dropout_step"),
+    "speedup_hash_dropout_cr_ild": ("cr_ild_step", "cr_ild_hash_dropout_step"),
+    "speedup_hash_dropout_fresh": ("cr_ild_fresh_step", "cr_ild_fresh_hash_dropout_step"),
 }
 
 
@@ -564,6 +573,12 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
             "adam_update": lambda: bench.adam_update(ft, batches["buckets"][0]),
             "cr_ild_unshared_step": lambda: bench.train_step(unshared(bench)),
             "cr_ild_full_layers_step": lambda: bench.train_step(full_layers(bench)),
+            "finetune_hash_dropout_step": lambda: bench.train_step(bench.trainee(
+                "finetune_hash_dropout", ["--criterion", "glue_ce"] + HASH_DROPOUT)),
+            "cr_ild_hash_dropout_step": lambda: bench.train_step(bench.trainee(
+                "cr_ild_hash_dropout", CR_ILD + HASH_DROPOUT)),
+            "cr_ild_fresh_hash_dropout_step": lambda: bench.train_step(bench.trainee(
+                "cr_ild_hash_dropout", CR_ILD + HASH_DROPOUT)),
             "encoder_gemms": lambda: encoder_gemms_step(bench, teacher_shape),
         }
         pad = bench.task.source_dictionary.pad()

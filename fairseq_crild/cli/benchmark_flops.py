@@ -66,6 +66,9 @@ PASSES: Dict[str, Passes] = {
     "cr_ild_pad128_step": Passes(1, 3),
     "cr_ild_unshared_step": Passes(1, 3),
     "cr_ild_full_layers_step": Passes(1, 3),
+    "finetune_hash_dropout_step": Passes(0, 3),
+    "cr_ild_hash_dropout_step": Passes(1, 3),
+    "cr_ild_fresh_hash_dropout_step": Passes(1, 3),
 }
 
 

@@ -39,6 +39,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs at a time")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--bf16", action="store_true", help="bfloat16 in every stage")
+    p.add_argument("--dropout-impl", default="torch", choices=recipe.DROPOUT_IMPLS,
+                   help="the pipeline's --dropout-impl (give hash runs their own --out)")
     p.add_argument("--device", default="cpu", choices=recipe.DEVICES)
     p.add_argument("--ild-data", default=None, help="the pipeline's --ild-data (stage 1)")
     p.add_argument("--ild-data-mode", default="replace", choices=("replace", "concat"))
@@ -90,6 +92,8 @@ def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> L
         cmd += ["--teacher", teacher]
     if args.bf16:
         cmd.append("--bf16")
+    if args.dropout_impl != "torch":
+        cmd += ["--dropout-impl", args.dropout_impl]
     if args.ild_data and recipe.METHODS[run.method][0] is not None:
         cmd += ["--ild-data", os.path.abspath(args.ild_data), "--ild-data-mode",
                 args.ild_data_mode]

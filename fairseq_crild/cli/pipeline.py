@@ -55,6 +55,11 @@ def main(argv=None) -> int:
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
                            help="float16 in every stage (CUDA only)")
     p.set_defaults(precision="fp32")
+    p.add_argument("--dropout-impl", default="torch", choices=recipe.DROPOUT_IMPLS,
+                   help="every stage's dropout masks: torch (default) or hash, a counter-based "
+                   "mask computed in parallel on the CPU (a C++ kernel built at first use; "
+                   "same distribution, its own random stream, so results differ draw by draw: "
+                   "give it its own --out, as for --bf16)")
     p.add_argument("--ild-data", default=None, metavar="FOLDER",
                    help="unlabelled sentence pairs for stage 1 (a folder with train.tsv, "
                    "header sentence1<TAB>sentence2, e.g. ../shared/data/supplementary/"
@@ -96,7 +101,7 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)
     try:  # an impossible device / precision fails before any conversion
         args.device_flags = recipe.device_args(recipe.resolve_device(args.device),
-                                               args.precision)
+                                               args.precision, args.dropout_impl)
         report = run(args)
     except (CrildError, ValueError, FileNotFoundError) as err:  # StageFailed, ...
         print(f"run_pipeline: error: {err}", file=sys.stderr)

@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +26,14 @@ from fairseq.models import (
 )
 from torch import Tensor, nn
 
+from fairseq_crild.models.hash_dropout import HashDropout, draw_seed, ensure_kernel, hash_dropout
 from fairseq_crild.models.requests import FeatureRequest
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_ACTIVATIONS = ChoiceEnum(["none", "relu"])
 SENTENCE_POOLINGS = ChoiceEnum(["cls", "mean"])
+DROPOUT_IMPLS = ChoiceEnum(["torch", "hash"])
 
 
 @dataclass
@@ -67,6 +69,43 @@ class BertConfig(FairseqDataclass):
         },
     )
     init_std: float = field(default=0.02, metadata={"help": "stddev of weight init"})
+    dropout_impl: DROPOUT_IMPLS = field(
+        default="torch",
+        metadata={
+            "help": "where every dropout's mask comes from: 'torch' (torch's generator, serial "
+            "on the CPU) or 'hash' (a counter-based mask computed in parallel by a C++ kernel "
+            "compiled at first use; needs a C++ compiler and ninja; same distribution, its "
+            "own random stream; CPU only, other devices keep torch's)"
+        },
+    )
+
+
+def dropout_impl_of(cfg: Any) -> str:
+    """The config's dropout implementation ('torch' for checkpoints older than the field)."""
+    return str(getattr(cfg, "dropout_impl", None) or "torch")
+
+
+def make_dropout(p: float, impl: str) -> nn.Dropout:
+    """nn.Dropout or its counter-based twin (same ``p``, no parameters, same state dict)."""
+    if impl == "hash":
+        return HashDropout(p)
+    if impl != "torch":
+        raise ValueError(f"--dropout-impl {impl!r}: choose torch or hash")
+    return nn.Dropout(p)
+
+
+def functional_dropout(impl: str) -> Callable[[Tensor, float, bool], Tensor]:
+    """F.dropout or hash_dropout, as ``fn(x, p, training)``."""
+    return hash_dropout if impl == "hash" else F.dropout
+
+
+def skip_dropout_draw(n: int, p: float, impl: str, device: torch.device) -> None:
+    """Consumes what one dropout over ``n`` elements takes from the random stream, without
+    computing it: n Bernoulli draws (torch) or one seed (hash)."""
+    if impl == "hash" and device.type == "cpu":
+        draw_seed()
+    else:
+        torch.empty(n, device=device).bernoulli_(1.0 - p)
 
 
 class BertEmbeddings(nn.Module):
@@ -77,7 +116,7 @@ class BertEmbeddings(nn.Module):
         self.position_embeddings = nn.Embedding(cfg.max_position_embeddings, dim)
         self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, dim)
         self.layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = make_dropout(cfg.dropout, dropout_impl_of(cfg))
 
     def forward(self, tokens: Tensor, token_type_ids: Optional[Tensor]) -> Tensor:
         positions = torch.arange(tokens.size(1), device=tokens.device)
@@ -101,6 +140,7 @@ class BertSelfAttention(nn.Module):
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
         self.attention_dropout = cfg.attention_dropout
+        self.dropout_impl = dropout_impl_of(cfg)
 
     def _split(self, x: Tensor) -> Tensor:
         b, t, _ = x.shape
@@ -114,15 +154,19 @@ class BertSelfAttention(nn.Module):
         q, k, v = self._split(q_lin), self._split(k_lin), self._split(v_lin)
         out: Dict[str, Any] = {}
         dropout_p = self.attention_dropout if self.training else 0.0
-        if want_scores:
+        # SDPA's dropout draws from torch's generator: the hash mask needs the explicit path
+        hashed = self.dropout_impl == "hash" and dropout_p > 0 and x.device.type == "cpu"
+        if want_scores or hashed:
             scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
             if key_keep is not None:
                 # the dtype's lowest finite value rather than -inf (as HF does): softmax is the
                 # same, and losses taking these scores as targets never see 0 * -inf = NaN
                 scores = scores.masked_fill(~key_keep, torch.finfo(scores.dtype).min)
-            probs = F.dropout(torch.softmax(scores, dim=-1), p=dropout_p, training=self.training)
+            drop = functional_dropout(self.dropout_impl)
+            probs = drop(torch.softmax(scores, dim=-1), dropout_p, self.training)
             ctx = torch.matmul(probs.to(v.dtype), v)
-            out["scores"] = scores
+            if want_scores:
+                out["scores"] = scores
         else:
             ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_keep, dropout_p=dropout_p)
         if want_qkv:
@@ -147,7 +191,7 @@ class BertLayer(nn.Module):
         self.fc1 = nn.Linear(dim, cfg.encoder_ffn_embed_dim)
         self.fc2 = nn.Linear(cfg.encoder_ffn_embed_dim, dim)
         self.final_layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = make_dropout(cfg.dropout, dropout_impl_of(cfg))
 
     def forward(
         self, x: Tensor, key_keep: Optional[Tensor], want_scores: bool, want_qkv: bool
@@ -172,10 +216,11 @@ class BertLayer(nn.Module):
 class BertClassificationHead(nn.Module):
     """Dropout + Linear on the pooled [CLS] output (optionally relu first, as the authors)."""
 
-    def __init__(self, dim: int, num_classes: int, dropout: float, activation: str = "none"):
+    def __init__(self, dim: int, num_classes: int, dropout: float, activation: str = "none",
+                 dropout_impl: str = "torch"):
         super().__init__()
         self.activation = str(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = make_dropout(dropout, dropout_impl)
         self.out_proj = nn.Linear(dim, num_classes)
 
     def forward(self, pooled: Tensor) -> Tensor:
@@ -196,6 +241,8 @@ class BertModel(BaseFairseqModel):
         super().__init__()
         self.cfg = cfg
         self.padding_idx = padding_idx
+        if dropout_impl_of(cfg) == "hash":
+            ensure_kernel()  # a missing compiler fails here, naming the option, not mid-epoch
         self.embeddings = self.build_embeddings(vocab_size, cfg, padding_idx)
         self.layers = nn.ModuleList(BertLayer(cfg) for _ in range(cfg.encoder_layers))
         # mean pooling has no pooler: a parameter without gradients would stall DDP
@@ -255,7 +302,7 @@ class BertModel(BaseFairseqModel):
             logger.warning(f"re-registering head {name!r} with {num_classes} outputs (was {prev})")
         head = BertClassificationHead(
             self.cfg.encoder_embed_dim, num_classes, self.cfg.pooler_dropout,
-            self.cfg.classifier_activation,
+            self.cfg.classifier_activation, dropout_impl_of(self.cfg),
         )
         head.apply(self._init_weights)
         self.classification_heads[name] = head
@@ -306,7 +353,7 @@ class BertModel(BaseFairseqModel):
                     x = None  # type: ignore[assignment]
                 # the skipped dropouts' draws, so the random stream is the full forward's
                 for n, p in layer.dropout_draws(shape):  # type: ignore[arg-type]
-                    torch.empty(n, device=padding_mask.device).bernoulli_(1.0 - p)
+                    skip_dropout_draw(n, p, dropout_impl_of(self.cfg), padding_mask.device)
                 continue
             x, layer_extra = layer(x, key_keep, i in request.attention_scores, i in request.qkv)
             if hidden is not None:

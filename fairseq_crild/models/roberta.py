@@ -19,7 +19,14 @@ import torch
 from fairseq.models import ARCH_CONFIG_REGISTRY, register_model, register_model_architecture
 from torch import Tensor, nn
 
-from fairseq_crild.models.bert import BertConfig, BertModel, _set_defaults, bf16_without_xla
+from fairseq_crild.models.bert import (
+    BertConfig,
+    BertModel,
+    _set_defaults,
+    bf16_without_xla,
+    dropout_impl_of,
+    make_dropout,
+)
 
 
 @dataclass
@@ -53,7 +60,7 @@ class RobertaEmbeddings(nn.Module):
             cfg.max_position_embeddings + padding_idx + 1, dim, padding_idx=padding_idx
         )
         self.layer_norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = make_dropout(cfg.dropout, dropout_impl_of(cfg))
 
     def forward(self, tokens: Tensor, token_type_ids: Optional[Tensor] = None) -> Tensor:
         """``token_type_ids`` is ignored: RoBERTa has none (the data never sends them)."""

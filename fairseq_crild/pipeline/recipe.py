@@ -243,12 +243,16 @@ def resolve_device(choice: str, cuda_available: Optional[bool] = None) -> str:
     return choice
 
 
-def device_args(device: str, precision: str = "fp32") -> List[str]:
-    """fairseq-train flags of every stage for ``device`` (cpu or cuda, resolved) and
-    ``precision``: ``--cpu`` only on the CPU; on CUDA one process (``--distributed-world-size
-    1``: the recipe's batches and update counts are per update of one process, and fairseq
-    would otherwise spread a run over every visible GPU, multiplying the batch); ``--bf16``
-    on either device, ``--fp16`` on CUDA only (fairseq's fp16 is CUDA-only)."""
+DROPOUT_IMPLS = ("torch", "hash")
+
+
+def device_args(device: str, precision: str = "fp32", dropout_impl: str = "torch") -> List[str]:
+    """fairseq-train flags of every stage for ``device`` (cpu or cuda, resolved),
+    ``precision`` and ``dropout_impl``: ``--cpu`` only on the CPU; on CUDA one process
+    (``--distributed-world-size 1``: the recipe's batches and update counts are per update of
+    one process, and fairseq would otherwise spread a run over every visible GPU, multiplying
+    the batch); ``--bf16`` on either device, ``--fp16`` on CUDA only (fairseq's fp16 is
+    CUDA-only); ``--dropout-impl hash`` (the model's parallel CPU dropout mask) when asked."""
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device {device!r}: resolve it first (cpu or cuda)")
     if precision not in PRECISIONS:
@@ -258,6 +262,10 @@ def device_args(device: str, precision: str = "fp32") -> List[str]:
     args = ["--cpu"] if device == "cpu" else ["--distributed-world-size", "1"]
     if precision != "fp32":
         args.append(f"--{precision}")
+    if dropout_impl not in DROPOUT_IMPLS:
+        raise ValueError(f"--dropout-impl {dropout_impl!r}: choose {', '.join(DROPOUT_IMPLS)}")
+    if dropout_impl != "torch":
+        args += ["--dropout-impl", dropout_impl]
     return args
 
 

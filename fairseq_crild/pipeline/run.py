@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> str:
     if stage1_updates:
         budget = dataclasses.replace(budget, stage1_updates=stage1_updates)
     device = getattr(args, "device_flags", None) or recipe.device_args(
-        recipe.resolve_device(args.device), args.precision)
+        recipe.resolve_device(args.device), args.precision,
+        getattr(args, "dropout_impl", "torch"))
     commands: dict = {}
 
     def stage(name: str, save_dir: str, stage_args: list) -> dict:
