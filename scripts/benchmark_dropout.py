@@ -1,6 +1,7 @@
 """Dropout mask draws on the CPU, three ways, on one attention-probability tensor (issue 18).
 
     python scripts/benchmark_dropout.py [--threads 1] [--shape 32,12,67,67] [--steps 20] [--cpp]
+        [--no-compile]
 
 Prints ms per forward + backward of: eager ``F.dropout`` (the CPU generator's serial
 Bernoulli kernel), ``torch.compile(dynamic=True)`` of it (inductor's own random numbers),
@@ -8,7 +9,9 @@ and a counter-based mask (a 32-bit integer hash of each element's index and one 
 from the generator, in eager int32 ops), plus each one's kept fraction. ``--cpp`` adds the
 same counter-based mask computed by a small C++ kernel over ``at::parallel_for`` (built
 with torch.utils.cpp_extension.load_inline into a temporary folder; needs a C++ compiler):
-a prototype of what a parallel mask source would save, not used by the model.
+a prototype of what a parallel mask source would save. Always timed too: the package's
+``--dropout-impl hash`` kernel (fairseq_crild/models/hash_dropout.py: mask and product in one
+parallel loop, the backward recomputing the mask), forward + backward and forward alone.
 """
 
 import argparse
@@ -88,6 +91,11 @@ def ms_per_step(fn, x: torch.Tensor, p: float, steps: int) -> float:
     return ms_per_call(lambda: fn(x, p).float().sum().backward(), steps)
 
 
+def ms_forward(fn, x: torch.Tensor, p: float, steps: int) -> float:
+    with torch.no_grad():
+        return ms_per_call(lambda: fn(x, p), steps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -95,13 +103,19 @@ def main() -> None:
     ap.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     ap.add_argument("--p", type=float, default=0.1)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--cpp", action="store_true", help="also the C++ parallel mask")
+    ap.add_argument("--cpp", action="store_true", help="also the C++ parallel mask prototype")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile way")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
     x = torch.randn(*map(int, args.shape.split(","))).to(dtype).requires_grad_()
-    ways = [("eager", eager), ("compiled", torch.compile(eager, dynamic=True)),
-            ("hashed", hashed)]
+    from fairseq_crild.models.hash_dropout import ensure_kernel, hash_dropout
+
+    ensure_kernel()  # built (or loaded) before any timing
+    ways = [("eager", eager)]
+    if not args.no_compile:
+        ways.append(("compiled", torch.compile(eager, dynamic=True)))
+    ways += [("hashed", hashed), ("package --dropout-impl hash", hash_dropout)]
     if args.cpp:
         ways.append(("cpp", cpp_masked(tempfile.mkdtemp(prefix="crild-keep-mask-"))))
     draws = torch.empty(x.shape)
@@ -113,7 +127,8 @@ def main() -> None:
     for name, fn in ways:
         kept = (fn(x, args.p) != 0).float().mean().item()
         print(f"{name}: {ms_per_step(fn, x, args.p, args.steps):.2f} ms forward + backward, "
-              f"kept {kept:.4f}", flush=True)
+              f"{ms_forward(fn, x, args.p, args.steps):.2f} ms forward alone, kept {kept:.4f}",
+              flush=True)
 
 
 if __name__ == "__main__":
