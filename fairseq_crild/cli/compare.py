@@ -92,8 +92,9 @@ def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> L
         cmd += ["--teacher", teacher]
     if args.bf16:
         cmd.append("--bf16")
-    if args.dropout_impl != "torch":
-        cmd += ["--dropout-impl", args.dropout_impl]
+    dropout_impl = getattr(args, "dropout_impl", "torch")
+    if dropout_impl != "torch":
+        cmd += ["--dropout-impl", dropout_impl]
     if args.ild_data and recipe.METHODS[run.method][0] is not None:
         cmd += ["--ild-data", os.path.abspath(args.ild_data), "--ild-data-mode",
                 args.ild_data_mode]
