@@ -717,7 +717,11 @@ def run_epochs(args, base: str, work: str, main: Dict[str, Bench],
                 data = prepare_data(args.glue_dir, task, base, work)
                 bench = Bench(args, data, teacher_with_random_head(base, data, work), base,
                               precision)
-            step = bench.train_step(bench.trainee("cr_ild", CR_ILD))
+            if getattr(args, "epoch_dropout_impl", "torch") == "hash":
+                trainee = bench.trainee("cr_ild_hash_dropout", CR_ILD + HASH_DROPOUT)
+            else:
+                trainee = bench.trainee("cr_ild", CR_ILD)
+            step = bench.train_step(trainee)
             bench.task.begin_epoch(11, None)
             for kind, layout, padded in EPOCH_LAYOUTS:
                 all_batches = bench.epoch_batches(layout)
@@ -860,6 +864,8 @@ def parse_args(argv=None):
                    help="sampled batches per epoch estimate")
     p.add_argument("--epoch-repeats", type=int, default=2,
                    help="timed passes over the sampled epoch batches (median reported)")
+    p.add_argument("--epoch-dropout-impl", default="torch", choices=["torch", "hash"],
+                   help="the model's --dropout-impl in every layout of the epoch estimate")
     p.add_argument("--variants", default="", help="comma list restricting the main table")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     prec = p.add_mutually_exclusive_group()
