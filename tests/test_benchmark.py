@@ -146,3 +146,18 @@ def test_benchmark_single_precision_on_the_real_clock(tiny_env, tmp_path):
     assert result["peak"]["fp32"]["gflops_per_s"]["median"] > 0
     assert set(result["ratios"]) == {"kd_cached_vs_finetune"}
     assert all("peak_mem_mb" in row for row in result["variants"].values())
+
+
+def test_hash_dropout_variants_and_epoch_estimate(tiny_env, tmp_path):
+    """The --dropout-impl hash variants run real steps next to their torch twins (their
+    same-round speedups reported), and the epoch estimate can use the hash masks."""
+    result = _run(tiny_env, tmp_path, "--variants",
+                  "finetune_step,finetune_hash_dropout_step,cr_ild_step,cr_ild_hash_dropout_step",
+                  "--reference", "finetune_step", "--no-memory", "--epoch-dropout-impl", "hash",
+                  timer=CountingTimer())
+    assert list(result["variants"]) == ["finetune_step", "cr_ild_step",
+                                        "finetune_hash_dropout_step", "cr_ild_hash_dropout_step"]
+    assert {"speedup_hash_dropout_finetune", "speedup_hash_dropout_cr_ild"} <= set(
+        result["ratios"])
+    assert result["config"]["epoch_dropout_impl"] == "hash"
+    assert result["epochs"]["RTE"]["dynamic_epoch_batches"] > 0

@@ -717,7 +717,7 @@ def run_epochs(args, base: str, work: str, main: Dict[str, Bench],
                 data = prepare_data(args.glue_dir, task, base, work)
                 bench = Bench(args, data, teacher_with_random_head(base, data, work), base,
                               precision)
-            if getattr(args, "epoch_dropout_impl", "torch") == "hash":
+            if args.epoch_dropout_impl == "hash":
                 trainee = bench.trainee("cr_ild_hash_dropout", CR_ILD + HASH_DROPOUT)
             else:
                 trainee = bench.trainee("cr_ild", CR_ILD)
@@ -937,6 +937,7 @@ def main(argv=None, timer: Optional[Timer] = None) -> int:
             "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
             "interleave": args.interleave, "precisions": args.precisions,
             "gemm_size": args.gemm_size, "gemm_repeats": args.gemm_repeats,
+            "epoch_dropout_impl": args.epoch_dropout_impl,
             "teacher_layers": benches[args.precisions[0]].task.teacher.num_layers,
             "step": "task.train_step (criterion forward + backward); adam_update apart",
             "tokens": "real (unpadded) tokens",
