@@ -162,3 +162,11 @@ def test_fairseq_train_option():
                             if k != "dropout_impl"})
     assert dropout_impl_of(old) == "torch"
     assert type(BertModel(old, 40, 1).embeddings.dropout) is torch.nn.Dropout
+
+
+def test_pipeline_offers_the_models_choices():
+    """crild-pipeline keeps its own (torch-free) list of the model's --dropout-impl choices."""
+    from fairseq_crild.models.bert import DROPOUT_IMPLS
+    from fairseq_crild.pipeline import recipe
+
+    assert recipe.DROPOUT_IMPLS == tuple(str(choice) for choice in DROPOUT_IMPLS)
