@@ -44,9 +44,9 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 
 static inline uint64_t splitmix64_at(uint64_t seed, uint64_t i) {
-  uint64_t z = seed + (i + 1) * 0x9E3779B97F4A7C15ULL;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  uint64_t z = seed + (i + 1) * @GOLDEN_GAMMA@ULL;
+  z = (z ^ (z >> 30)) * @MIX_1@ULL;
+  z = (z ^ (z >> 27)) * @MIX_2@ULL;
   return z ^ (z >> 31);
 }
 
@@ -88,6 +88,11 @@ torch::Tensor hash_dropout(torch::Tensor x, int64_t threshold, double scale, int
   return out;
 }
 """
+
+
+# the constants above, once: the tests' plain-Python reference reads the same ones
+for _name, _value in (("GOLDEN_GAMMA", GOLDEN_GAMMA), ("MIX_1", MIX_1), ("MIX_2", MIX_2)):
+    _SOURCE = _SOURCE.replace(f"@{_name}@", hex(_value))
 
 
 class HashDropoutUnavailable(CrildError, RuntimeError):
