@@ -161,3 +161,16 @@ def test_hash_dropout_variants_and_epoch_estimate(tiny_env, tmp_path):
         result["ratios"])
     assert result["config"]["epoch_dropout_impl"] == "hash"
     assert result["epochs"]["RTE"]["dynamic_epoch_batches"] > 0
+
+
+def test_relation_kernel_variants(tiny_env, tmp_path):
+    """The --relation-kl-impl cpp variants run real steps (buckets and fresh pairs) next to
+    the torch step, with their same-round ratios."""
+    result = _run(tiny_env, tmp_path, "--variants",
+                  "cr_ild_step,cr_ild_pad128_step,cr_ild_cpp_kl_step,"
+                  "cr_ild_cpp_kl_hash_dropout_step,cr_ild_fresh_cpp_kl_hash_dropout_step",
+                  "--no-memory", timer=CountingTimer())
+    assert {"cr_ild_cpp_kl_step", "cr_ild_cpp_kl_hash_dropout_step",
+            "cr_ild_fresh_cpp_kl_hash_dropout_step"} <= set(result["variants"])
+    assert {"speedup_relation_kernel", "speedup_cpp_kl_hash_dropout_over_pad128",
+            "speedup_fresh_cpp_kl_hash_dropout_over_pad128"} <= set(result["ratios"])

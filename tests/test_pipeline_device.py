@@ -287,3 +287,17 @@ def test_stage2_epochs_overrides_the_budget_in_stage2_only(tiny_env, tmp_path, m
     for stage in ("teacher", "stage1"):  # the same but for the run folder's name
         assert [a.replace(str(tmp_path / "b"), str(tmp_path / "a")).replace(
             "cr_ild+stage2-epochs=3", "cr_ild") for a in longer[stage][1:]] == plain[stage][1:]
+
+
+def test_relation_kl_impl_reaches_stage1_only(tiny_env, tmp_path, monkeypatch, capsys):
+    """--relation-kl-impl cpp is a cr_ild option: stage 1 carries it, the other stages'
+    commands are unchanged; an unknown choice names the option."""
+    plain = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, False)
+    fused = _dry_run(tiny_env, tmp_path, monkeypatch, capsys, False, "--relation-kl-impl", "cpp")
+    assert fused["teacher"] == plain["teacher"] and fused["stage2"] == plain["stage2"]
+    i = fused["stage1"].index("--relation-kl-impl")
+    assert fused["stage1"][i + 1] == "cpp"
+    assert fused["stage1"][:i] + fused["stage1"][i + 2:] == plain["stage1"]
+    assert recipe.relation_kl_args("torch") == []
+    with pytest.raises(ValueError, match="--relation-kl-impl 'fused': choose torch, cpp"):
+        recipe.relation_kl_args("fused")

@@ -39,9 +39,12 @@ term (no relation memo; ratio ``speedup_relation_memo``), and ``cr_ild_full_laye
 the preset step with every encoder layer run to its end (no ``stop_early``; ratio
 ``speedup_stop_early``); ``finetune_hash_dropout_step``, ``cr_ild_hash_dropout_step`` and
 ``cr_ild_fresh_hash_dropout_step``, those steps with ``--dropout-impl hash`` (ratios
-``speedup_hash_dropout_*``). The student clean forward stops at the last layer's Q/K/V, as the
-criterion's clean pass. Tokens/s counts real (unpadded) tokens for every variant, so padded
-variants show useful throughput.
+``speedup_hash_dropout_*``); ``cr_ild_cpp_kl_step``, ``cr_ild_cpp_kl_hash_dropout_step`` and
+``cr_ild_fresh_cpp_kl_hash_dropout_step``, the CR-ILD step with ``--relation-kl-impl cpp``
+(and hash dropout, on buckets or fresh pairs; ratios ``speedup_relation_kernel``,
+``speedup_cpp_kl_hash_dropout_over_pad128``, ``speedup_fresh_cpp_kl_hash_dropout_over_pad128``).
+The student clean forward stops at the last layer's Q/K/V, as the criterion's clean pass. Tokens/s
+counts real (unpadded) tokens for every variant, so padded variants show useful throughput.
 
 Timing: ``--warmup`` untimed steps per variant, then ``--interleave`` rounds; each round
 times every variant, and one GEMM per precision (``--gemm-repeats`` products of
@@ -414,20 +417,25 @@ class Bench:
 
 CR_ILD = ["--criterion", "cr_ild", "--ild-preset", "cr_ild"]
 HASH_DROPOUT = ["--dropout-impl", "hash"]
+CPP_KL = ["--relation-kl-impl", "cpp"]
 VARIANTS = ("encoder_gemms", "teacher_fwd", "student_fwd_bwd", "student_clean_fwd", "finetune_step",
             "kd_step", "kd_cached_step", "cr_ild_step", "cr_ild_no_clean_step",
             "cr_ild_fresh_step", "cr_ild_pad128_step", "adam_update")
 #: variants timed only when --variants names them: the CR-ILD step with the Q/K/V relations
 #: recomputed per term (CrIldCriterion.share_relations = False), the A/B of the relation memo;
 #: the CR-ILD step with every encoder layer run (CrIldCriterion.stop_early = False); the
-#: fine-tune and CR-ILD steps (buckets, fresh pairs) with --dropout-impl hash
+#: fine-tune and CR-ILD steps (buckets, fresh pairs) with --dropout-impl hash; the CR-ILD step
+#: with --relation-kl-impl cpp, alone and with hash dropout
 EXTRA_VARIANTS = ("cr_ild_unshared_step", "cr_ild_full_layers_step", "finetune_hash_dropout_step",
-                  "cr_ild_hash_dropout_step", "cr_ild_fresh_hash_dropout_step")
+                  "cr_ild_hash_dropout_step", "cr_ild_fresh_hash_dropout_step",
+                  "cr_ild_cpp_kl_step", "cr_ild_cpp_kl_hash_dropout_step",
+                  "cr_ild_fresh_cpp_kl_hash_dropout_step")
 #: timed passes that are not training steps: no "vs reference" column
 NOT_STEPS = ("adam_update", "encoder_gemms")
 # the batches each variant runs: length buckets, fresh mixup pairs, or buckets padded
 LAYOUT = {"cr_ild_fresh_step": "fresh", "cr_ild_pad128_step": "pad128",
-          "cr_ild_fresh_hash_dropout_step": "fresh"}
+          "cr_ild_fresh_hash_dropout_step": "fresh",
+          "cr_ild_fresh_cpp_kl_hash_dropout_step": "fresh"}
 # same-precision ratios: key -> (numerator, denominators), on seconds per example per round
 RATIOS = {
     "cr_ild_vs_passes": ("cr_ild_step", "teacher_fwd", "student_fwd_bwd", "student_clean_fwd"),
@@ -447,6 +455,11 @@ RATIOS = {
     "speedup_hash_dropout_finetune": ("finetune_step", "finetune_hash_dropout_step"),
     "speedup_hash_dropout_cr_ild": ("cr_ild_step", "cr_ild_hash_dropout_step"),
     "speedup_hash_dropout_fresh": ("cr_ild_fresh_step", "cr_ild_fresh_hash_dropout_step"),
+    "speedup_relation_kernel": ("cr_ild_step", "cr_ild_cpp_kl_step"),
+    "speedup_cpp_kl_hash_dropout_over_pad128": ("cr_ild_pad128_step",
+                                                "cr_ild_cpp_kl_hash_dropout_step"),
+    "speedup_fresh_cpp_kl_hash_dropout_over_pad128": ("cr_ild_pad128_step",
+                                                      "cr_ild_fresh_cpp_kl_hash_dropout_step"),
 }
 
 
@@ -577,6 +590,12 @@ def build_variants(benches: Dict[str, Bench], args, work: str) -> Tuple[
                 "finetune_hash_dropout", ["--criterion", "glue_ce"] + HASH_DROPOUT)),
             "cr_ild_hash_dropout_step": lambda: bench.train_step(bench.trainee(
                 "cr_ild_hash_dropout", CR_ILD + HASH_DROPOUT)),
+            "cr_ild_cpp_kl_step": lambda: bench.train_step(bench.trainee(
+                "cr_ild_cpp_kl", CR_ILD + CPP_KL)),
+            "cr_ild_cpp_kl_hash_dropout_step": lambda: bench.train_step(bench.trainee(
+                "cr_ild_cpp_kl_hash_dropout", CR_ILD + CPP_KL + HASH_DROPOUT)),
+            "cr_ild_fresh_cpp_kl_hash_dropout_step": lambda: bench.train_step(bench.trainee(
+                "cr_ild_cpp_kl_hash_dropout", CR_ILD + CPP_KL + HASH_DROPOUT)),
             "cr_ild_fresh_hash_dropout_step": lambda: bench.train_step(bench.trainee(
                 "cr_ild_hash_dropout", CR_ILD + HASH_DROPOUT)),
             "encoder_gemms": lambda: encoder_gemms_step(bench, teacher_shape),

@@ -69,6 +69,9 @@ PASSES: Dict[str, Passes] = {
     "finetune_hash_dropout_step": Passes(0, 3),
     "cr_ild_hash_dropout_step": Passes(1, 3),
     "cr_ild_fresh_hash_dropout_step": Passes(1, 3),
+    "cr_ild_cpp_kl_step": Passes(1, 3),
+    "cr_ild_cpp_kl_hash_dropout_step": Passes(1, 3),
+    "cr_ild_fresh_cpp_kl_hash_dropout_step": Passes(1, 3),
 }
 
 

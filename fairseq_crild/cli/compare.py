@@ -41,6 +41,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--bf16", action="store_true", help="bfloat16 in every stage")
     p.add_argument("--dropout-impl", default="torch", choices=recipe.DROPOUT_IMPLS,
                    help="the pipeline's --dropout-impl (give hash runs their own --out)")
+    p.add_argument("--relation-kl-impl", default="torch", choices=recipe.RELATION_KL_IMPLS,
+                   help="the pipeline's --relation-kl-impl (give cpp runs their own --out)")
     p.add_argument("--device", default="cpu", choices=recipe.DEVICES)
     p.add_argument("--ild-data", default=None, help="the pipeline's --ild-data (stage 1)")
     p.add_argument("--ild-data-mode", default="replace", choices=("replace", "concat"))
@@ -95,6 +97,9 @@ def _pipeline_cmd(args, run: comparison.PlannedRun, teacher: Optional[str]) -> L
     dropout_impl = getattr(args, "dropout_impl", "torch")
     if dropout_impl != "torch":
         cmd += ["--dropout-impl", dropout_impl]
+    relation_kl_impl = getattr(args, "relation_kl_impl", "torch")
+    if relation_kl_impl != "torch":
+        cmd += ["--relation-kl-impl", relation_kl_impl]
     if args.ild_data and recipe.METHODS[run.method][0] is not None:
         cmd += ["--ild-data", os.path.abspath(args.ild_data), "--ild-data-mode",
                 args.ild_data_mode]

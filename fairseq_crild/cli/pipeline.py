@@ -55,6 +55,10 @@ def main(argv=None) -> int:
     precision.add_argument("--fp16", dest="precision", action="store_const", const="fp16",
                            help="float16 in every stage (CUDA only)")
     p.set_defaults(precision="fp32")
+    p.add_argument("--relation-kl-impl", default="torch", choices=recipe.RELATION_KL_IMPLS,
+                   help="stage 1's Q/K/V relation KL: torch (default: eager ops) or cpp (one "
+                   "C++ pass per side and term on the CPU, built at first use; equal up to "
+                   "float32 rounding, not bit for bit: give it its own --out, as for --bf16)")
     p.add_argument("--dropout-impl", default="torch", choices=recipe.DROPOUT_IMPLS,
                    help="every stage's dropout masks: torch (default) or hash, a counter-based "
                    "mask computed in parallel on the CPU (a C++ kernel built at first use; "

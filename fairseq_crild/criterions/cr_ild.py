@@ -44,6 +44,7 @@ from fairseq_crild.criterions.ild_layers import (
 )
 from fairseq_crild.criterions.ild_precision import KeepsFp32Children, follow_student
 from fairseq_crild.criterions.ild_presets import PRESETS, IldOptions, resolve_options
+from fairseq_crild.distill import relation_kernel
 from fairseq_crild.distill.emd import EmdLayerWeights
 from fairseq_crild.models.requests import FeatureRequest, MixupSpec
 
@@ -110,6 +111,14 @@ class CrIldConfig(FairseqDataclass):
     num_relation_heads: int = field(
         default=0, metadata={"help": "relation heads R for the Q/K/V relation loss (0: the "
                              "teacher's attention heads; both widths must be divisible by R)"}
+    )
+    relation_kl_impl: ChoiceEnum(["torch", "cpp"]) = field(  # type: ignore[valid-type]
+        default="torch", metadata={"help": "how the masked Q/K/V relation KL is computed: "
+                                   "torch (default: eager ops) or cpp (each side's masked "
+                                   "log-softmax and each KL term in one C++ pass on the CPU, "
+                                   "built at first use; needs a C++ compiler and ninja; "
+                                   "equal to torch up to float32 rounding, not bit for bit; "
+                                   "CUDA tensors keep the torch path)"}
     )
     ild_padding: ChoiceEnum(["preset", "exclude", "include"]) = field(  # type: ignore[valid-type]
         default="preset", metadata={"help": "padding in the hidden MSE, attention CE and "
@@ -251,7 +260,10 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
         self.distance = IldDistance(
             pad_mode=opts.pad_mode, relation_pad_mode=opts.relation_pad_mode,
             attention_kl=self.cfg.attention_loss == "kl", relation_heads=heads,
-            cls_layers=1 if self.emd is not None else max(len(self.layers.student_layers), 1))
+            cls_layers=1 if self.emd is not None else max(len(self.layers.student_layers), 1),
+            relation_impl=str(self.cfg.relation_kl_impl))
+        if self.distance.relation_impl == "cpp" and "qkv" in objects:
+            relation_kernel.kernel()  # a missing compiler fails here, naming the option
         self.projection = ild_targets.build_projection(objects, opts.projection_mode,
                                                        student.hidden_size, teacher.hidden_size)
         freeze_unreached(student, self.task.dictionary.bos(), self._student_request(None),
@@ -320,7 +332,7 @@ class CrIldCriterion(KeepsFp32Children, FairseqCriterion):
                                   self.layers.embedding_pair)
 
         terms: Dict[str, Tensor] = {}
-        memo = RelationMemo() if self.share_relations else None
+        memo = self.distance.relation_memo() if self.share_relations else None
         if self.emd is not None:
             terms = self._emd_terms(s_extra, t_extra, s_feats, t_feats, mask, model.training)
         else:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from torch import Tensor
 
-from fairseq_crild.distill import losses
+from fairseq_crild.distill import losses, relation_kernel
 
 
 class RelationMemo:
@@ -32,10 +32,12 @@ class RelationMemo:
     for both), since every example then sees the same inputs and mask as in the clean term.
     Values are those computed afresh, bit for bit; gradients differ by rounding (the order
     of the sum). Entries are keyed by tensor identity and hold their tensors, so an id is
-    never reused while its entry lives; build one memo per forward.
+    never reused while its entry lives; build one memo per forward. ``side`` computes a
+    side afresh (default :func:`~fairseq_crild.distill.losses.relation_log_probs`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, side: Optional[losses.RelationLogProbs] = None) -> None:
+        self.side = side
         self._logp: Dict[Tuple[int, int, int], Tuple[Tensor, Tensor, Tensor]] = {}
         self._gathered: Dict[int, Tuple[Tensor, Tensor, Tensor]] = {}
         self._onto_itself: Dict[Tuple[int, int], Tuple[Tensor, Tensor, bool]] = {}
@@ -72,7 +74,7 @@ class RelationMemo:
         if source is not None:
             out = source.index_select(0, picked[2])
         else:
-            out = losses.relation_log_probs(x, heads, keep, who)
+            out = (self.side or losses.relation_log_probs)(x, heads, keep, who)
         self._logp[(id(x), id(keep), heads)] = (x, keep, out)
         return out
 
@@ -88,6 +90,17 @@ class IldDistance:
     #: PKD's term is a mean over the mapped layers: the number of mapped layers, 1 under
     #: BERT-EMD (its cost matrix wants the per-pair value: its flow already sums to 1)
     cls_layers: int
+    #: --relation-kl-impl: torch (eager ops) or cpp (the fused C++ relation KL)
+    relation_impl: str = "torch"
+
+    def relation_functions(self) -> Tuple[losses.RelationLogProbs, losses.RelationDivergence]:
+        """(one side's log-probabilities, the KL from both) of ``relation_impl``."""
+        return relation_kernel.relation_functions(self.relation_impl)
+
+    def relation_memo(self) -> RelationMemo:
+        """A memo for one forward, computing its sides as ``relation_impl`` says."""
+        return RelationMemo(None if self.relation_impl == "torch"
+                            else self.relation_functions()[0])
 
     def __call__(self, obj: str, student: Any, target: Any, mask: Tensor,
                  projection: Optional[Callable[[Tensor], Tensor]] = None,
@@ -106,9 +119,10 @@ class IldDistance:
         if obj == "attention":
             return losses.attention_kl(student, target, mask, kl=self.attention_kl,
                                        pad_mask_mode=self.pad_mode)
+        side, divergence = self.relation_functions()
         return losses.qkv_relation_kl(student, target, mask, self.relation_heads,
                                       self.relation_pad_mode,
-                                      memo.log_probs if memo is not None else None)
+                                      memo.log_probs if memo is not None else side, divergence)
 
     def on_single_tensors(self, obj: str,
                           memo: Optional[RelationMemo] = None) -> Callable[..., Tensor]:
@@ -120,6 +134,8 @@ class IldDistance:
         if obj == "attention":
             return partial(losses.attention_kl, kl=self.attention_kl,
                            pad_mask_mode=self.pad_mode)
+        side, divergence = self.relation_functions()
         return partial(losses.relation_kl, num_relation_heads=self.relation_heads,
                        pad_mask_mode=self.relation_pad_mode,
-                       log_probs=memo.log_probs if memo is not None else None)
+                       log_probs=memo.log_probs if memo is not None else side,
+                       divergence=divergence)

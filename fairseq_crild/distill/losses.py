@@ -292,6 +292,7 @@ def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor, keep: Tensor) -> 
 
 
 RelationLogProbs = Callable[[Tensor, int, Tensor, str], Tensor]
+RelationDivergence = Callable[[Tensor, Tensor, Tensor], Tensor]
 
 
 def relation_kl(
@@ -301,6 +302,7 @@ def relation_kl(
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
     log_probs: RelationLogProbs | None = None,
+    divergence: RelationDivergence | None = None,
 ) -> Tensor:
     """MiniLMv2 self-relation KL for one of Q, K or V (B, L, D_s) vs (B, L, D_t).
 
@@ -313,7 +315,9 @@ def relation_kl(
     ``log_probs`` (masked case only; default :func:`relation_log_probs`) computes each
     side's log-probabilities: a caller distilling the same features in several terms passes
     a memo of them (:class:`fairseq_crild.criterions.ild_distance.RelationMemo`), with the
-    same values as computing them afresh.
+    same values as computing them afresh. ``divergence`` (masked case only; default
+    :func:`relation_kl_from_log_probs`) computes the KL from both sides (the fused C++ one
+    of :mod:`fairseq_crild.distill.relation_kernel`, say).
     """
     _check_mode(pad_mask_mode, "relation_kl")
     if x_s.shape[:2] != x_t.shape[:2]:
@@ -332,8 +336,9 @@ def relation_kl(
     # every relation is finite, so the divergence needs none of _row_divergence's guards
     # against 0 * (-inf): same value in about half the passes over the (B, R, L, L) tensors
     side = log_probs or relation_log_probs
-    return relation_kl_from_log_probs(side(x_s, num_relation_heads, keep, "student"),
-                                      side(x_t, num_relation_heads, keep, "teacher"), keep)
+    kl = divergence or relation_kl_from_log_probs
+    return kl(side(x_s, num_relation_heads, keep, "student"),
+              side(x_t, num_relation_heads, keep, "teacher"), keep)
 
 
 def qkv_relation_kl(
@@ -343,9 +348,10 @@ def qkv_relation_kl(
     num_relation_heads: int = 12,
     pad_mask_mode: str = "exclude",
     log_probs: RelationLogProbs | None = None,
+    divergence: RelationDivergence | None = None,
 ) -> Tensor:
     """Sum of :func:`relation_kl` over the Q/K/V entries ("q", "k", "v") given
-    (``log_probs``: as :func:`relation_kl`'s).
+    (``log_probs``, ``divergence``: as :func:`relation_kl`'s).
 
     Both dicts must hold the same keys (a subset of q/k/v), so that a request mismatch
     between teacher and student fails loudly instead of silently dropping a term.
@@ -361,7 +367,8 @@ def qkv_relation_kl(
     if not keys_s:
         raise ValueError("qkv_relation_kl: no Q/K/V tensors given")
     return sum(
-        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, log_probs)
+        relation_kl(qkv_s[k], qkv_t[k], mask, num_relation_heads, pad_mask_mode, log_probs,
+                    divergence)
         for k in ("q", "k", "v")
         if k in keys_s
     )

@@ -11,28 +11,21 @@ gradient, so no mask is stored. The distribution is torch's (Bernoulli(1 - p) pe
 kept values scaled by 1 / (1 - p)); the random stream is not, so results differ from
 ``--dropout-impl torch`` draw by draw.
 
-The kernel is compiled by torch.utils.cpp_extension at first use (about a minute; cached
-under $TORCH_EXTENSIONS_DIR) and needs a C++ compiler and ninja. Non-CPU tensors use torch's
+The kernel is compiled at first use (about a minute; :mod:`fairseq_crild.cpp_build`) and
+needs a C++ compiler and ninja. Non-CPU tensors use torch's
 own dropout (its CUDA kernel is already parallel).
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import logging
-import os
-import platform
-import shutil
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fairseq_crild.errors import CrildError
-
-logger = logging.getLogger(__name__)
+from fairseq_crild.cpp_build import CppKernelUnavailable, load_cpu_kernel
 
 # SplitMix64 (Steele, Lea & Flood 2014): state seed + (i + 1) * golden gamma, then its mixer
 GOLDEN_GAMMA = 0x9E3779B97F4A7C15
@@ -95,43 +88,15 @@ for _name, _value in (("GOLDEN_GAMMA", GOLDEN_GAMMA), ("MIX_1", MIX_1), ("MIX_2"
     _SOURCE = _SOURCE.replace(f"@{_name}@", hex(_value))
 
 
-class HashDropoutUnavailable(CrildError, RuntimeError):
+class HashDropoutUnavailable(CppKernelUnavailable):
     """The C++ kernel could not be built (no compiler or ninja)."""
-
-
-def _cpu_key() -> str:
-    """Short digest of this CPU's model and flags: the kernel is built with -march=native, so
-    a home folder shared by different machines keeps one build per CPU kind."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
-    except OSError:
-        lines = [platform.processor() or platform.machine()]
-    return hashlib.sha1("".join(lines).encode()).hexdigest()[:10]
 
 
 @functools.lru_cache(maxsize=None)
 def _kernel() -> Any:
-    from torch.utils.cpp_extension import load_inline
-    if shutil.which("ninja") is None:  # pip's ninja outside an activated virtual environment
-        try:
-            import ninja
-            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-        except ImportError:
-            pass
-    logger.info("--dropout-impl hash: loading its C++ kernel (the first build takes a minute)")
-    try:
-        # -fopenmp compiles at::parallel_for's OpenMP region (else it runs serially); its
-        # GOMP symbols resolve to the OpenMP runtime torch has already loaded
-        return load_inline(f"crild_hash_dropout_{_cpu_key()}", cpp_sources=_SOURCE,
-                           functions=["hash_dropout"],
-                           extra_cflags=["-O3", "-march=native", "-fopenmp"])
-    except Exception as err:  # compiler, ninja or headers missing
-        raise HashDropoutUnavailable(
-            f"--dropout-impl hash: building its C++ kernel failed ({type(err).__name__}: "
-            f"{err}); install a C++ compiler and `pip install ninja`, or use --dropout-impl "
-            "torch"
-        ) from err
+    return load_cpu_kernel("crild_hash_dropout", _SOURCE, ["hash_dropout"],
+                           "--dropout-impl hash", "--dropout-impl torch",
+                           HashDropoutUnavailable)
 
 
 def ensure_kernel() -> None:

@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 from fairseq_crild.data.glue_tasks import TRAIN_PROBE
 from fairseq_crild.data.meta import GlueMeta
+from fairseq_crild.distill.relation_kernel import RELATION_KL_IMPLS
 
 # method -> (stage-1 ILD preset or None, stage-2 criterion)
 METHODS: Dict[str, tuple] = {
@@ -313,6 +314,13 @@ def stage1_args(data: str, save_dir: str, preset: str, teacher: str, base_ckpt: 
             + ild_probe_args(budget)
             + _schedule(budget.student_lr, budget.stage1_batch, budget.stage1_epochs, n_train,
                         budget, drop_last=budget.drop_last, updates=budget.stage1_updates))
+
+
+def relation_kl_args(impl: str) -> List[str]:
+    """Stage 1's ``--relation-kl-impl`` (cr_ild's): nothing for the default torch path."""
+    if impl not in RELATION_KL_IMPLS:
+        raise ValueError(f"--relation-kl-impl {impl!r}: choose {', '.join(RELATION_KL_IMPLS)}")
+    return [] if impl == "torch" else ["--relation-kl-impl", impl]
 
 
 def ild_probe_args(budget: Budget) -> List[str]:

@@ -239,7 +239,7 @@ HYPERPARAMETERS = (
     "lr-scheduler", "warmup-updates", "total-num-update", "max-update", "max-epoch",
     "batch-size", "drop-last-train-batch", "max-positions", "seed", "best-checkpoint-metric",
     "validate-interval-updates", "train-subset-size", "label-noise", "cpu", "bf16", "fp16",
-    "dropout-impl",
+    "dropout-impl", "relation-kl-impl",
 )
 
 

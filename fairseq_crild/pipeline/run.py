@@ -217,7 +217,8 @@ def run(args: argparse.Namespace) -> str:
             ild_args = ["--ild-data", folder, "--ild-data-mode", args.ild_data_mode]
         wall["stage1"] = stage("stage1", s1, recipe.stage1_args(
             data, s1, preset, teacher, base_ckpt, student_arch, n_ild, budget, args.seed)
-            + extra + ild_args)["wall_s"]
+            + extra + ild_args + recipe.relation_kl_args(
+                getattr(args, "relation_kl_impl", "torch")))["wall_s"]
         init = os.path.join(s1, "checkpoint_last.pt")
     s2 = os.path.join(run_dir, "stage2")
     n_kd, kd_args = n_train, []
