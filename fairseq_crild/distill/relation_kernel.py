@@ -144,11 +144,24 @@ torch::Tensor masked_log_softmax_backward(torch::Tensor grad, torch::Tensor out,
   return dx;
 }
 
-static double kept_rows(const uint8_t* km, int64_t B, int64_t R, int64_t L) {
-  int64_t n = 0;
-  for (int64_t i = 0; i < B * L; ++i) n += km[i] != 0;
-  return std::max<double>(1.0, (double)(n * R));
-}
+// Both sides of a KL term and the mask, contiguous, with what the loops over rows need.
+struct KlInputs {
+  torch::Tensor s, t, kp;
+  int64_t B, R, L, rows;
+  const float* sp;
+  const float* tp;
+  const uint8_t* km;
+  KlInputs(const torch::Tensor& logp_s, const torch::Tensor& logp_t, const torch::Tensor& keep)
+      : s(logp_s.contiguous()), t(logp_t.contiguous()), kp(keep.contiguous()),
+        B(s.size(0)), R(s.size(1)), L(s.size(2)), rows(B * R * L),
+        sp(s.data_ptr<float>()), tp(t.data_ptr<float>()), km(kp.data_ptr<uint8_t>()) {}
+  // the rows the mean runs over: R per kept query (at least 1)
+  double kept_rows() const {
+    int64_t n = 0;
+    for (int64_t i = 0; i < B * L; ++i) n += km[i] != 0;
+    return std::max<double>(1.0, (double)(n * R));
+  }
+};
 
 // mean over the rows of kept queries of sum_j p_t (log p_t - log p_s), kept keys only;
 // the per-row sums are added in one fixed order (the same value whatever the threads).
@@ -156,15 +169,14 @@ torch::Tensor relation_kl(torch::Tensor logp_s, torch::Tensor logp_t, torch::Ten
   check(logp_s, keep, "relation_kl");
   check(logp_t, keep, "relation_kl");
   TORCH_CHECK(logp_s.sizes() == logp_t.sizes(), "relation_kl: student and teacher differ");
-  auto s = logp_s.contiguous();
-  auto t = logp_t.contiguous();
-  auto kp = keep.contiguous();
-  const int64_t B = s.size(0), R = s.size(1), L = s.size(2), rows = B * R * L;
-  const float* sp = s.data_ptr<float>();
-  const float* tp = t.data_ptr<float>();
-  const uint8_t* km = kp.data_ptr<uint8_t>();
+  const KlInputs in(logp_s, logp_t, keep);
+  const int64_t R = in.R, L = in.L, rows = in.rows;
+  const float* sp = in.sp;
+  const float* tp = in.tp;
+  const uint8_t* km = in.km;
   std::vector<float> per_row(rows, 0.0f);
-  at::parallel_for(0, rows, grain(L), [&](int64_t r0, int64_t r1) {
+  float* out = per_row.data();
+  at::parallel_for(0, rows, grain(L), [=](int64_t r0, int64_t r1) {
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t b = row / (R * L), i = row % L;
       const uint8_t* k = km + b * L;
@@ -174,12 +186,12 @@ torch::Tensor relation_kl(torch::Tensor logp_s, torch::Tensor logp_t, torch::Ten
       float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
       for (int64_t j = 0; j < L; ++j) acc += k[j] ? exp_nonpos(lt[j]) * (lt[j] - ls[j]) : 0.0f;
-      per_row[row] = acc;
+      out[row] = acc;
     }
   });
   double total = 0.0;
   for (int64_t row = 0; row < rows; ++row) total += per_row[row];
-  return torch::tensor((float)(total / kept_rows(km, B, R, L)), s.options());
+  return torch::tensor((float)(total / in.kept_rows()), in.s.options());
 }
 
 // d log p_s = -g/n p_t and d log p_t = g/n p_t (log p_t - log p_s + 1) on the kept keys of
@@ -187,21 +199,19 @@ torch::Tensor relation_kl(torch::Tensor logp_s, torch::Tensor logp_t, torch::Ten
 std::vector<torch::Tensor> relation_kl_backward(torch::Tensor grad, torch::Tensor logp_s,
                                                 torch::Tensor logp_t, torch::Tensor keep,
                                                 bool need_s, bool need_t) {
-  auto s = logp_s.contiguous();
-  auto t = logp_t.contiguous();
-  auto kp = keep.contiguous();
-  const int64_t B = s.size(0), R = s.size(1), L = s.size(2), rows = B * R * L;
-  const float* sp = s.data_ptr<float>();
-  const float* tp = t.data_ptr<float>();
-  const uint8_t* km = kp.data_ptr<uint8_t>();
-  const float c = (float)(grad.item<double>() / kept_rows(km, B, R, L));
+  const KlInputs in(logp_s, logp_t, keep);
+  const int64_t R = in.R, L = in.L, rows = in.rows;
+  const float* sp = in.sp;
+  const float* tp = in.tp;
+  const uint8_t* km = in.km;
+  const float scale = (float)(grad.item<double>() / in.kept_rows());
   torch::Tensor gs, gt;
-  if (need_s) gs = torch::empty_like(s);
-  if (need_t) gt = torch::empty_like(t);
+  if (need_s) gs = torch::empty_like(in.s);
+  if (need_t) gt = torch::empty_like(in.t);
   float* gsp = need_s ? gs.data_ptr<float>() : nullptr;
   float* gtp = need_t ? gt.data_ptr<float>() : nullptr;
-  at::parallel_for(0, rows, grain(L), [&](int64_t r0, int64_t r1) {
-    const float cc = c;  // a local: through the capture, each store could alias it
+  at::parallel_for(0, rows, grain(L), [=](int64_t r0, int64_t r1) {
+    const float cc = scale;  // a local: through the closure, each store could alias it
     for (int64_t row = r0; row < r1; ++row) {
       const int64_t b = row / (R * L), i = row % L;
       const uint8_t* k = km + b * L;
