@@ -19,8 +19,10 @@ PACKAGE = "fairseq_crild"
 # of the package has a layer (test_every_module_has_a_layer); only the package's __init__,
 # which registers the fairseq components and installs the patches, stands above them all.
 LAYERS = [
-    # leaves every layer uses: the error base class, atomic output folders, the --user-dir path
-    ("base", ["fairseq_crild.errors", "fairseq_crild.outputs", "fairseq_crild.locations"]),
+    # leaves every layer uses: the error base class, atomic output folders, the --user-dir
+    # path, the build of the C++ CPU kernels (models' dropout, distill's relation KL)
+    ("base", ["fairseq_crild.errors", "fairseq_crild.outputs", "fairseq_crild.locations",
+              "fairseq_crild.cpp_build"]),
     ("patches", ["fairseq_crild.patches"]),  # fairseq patched once (the safe loader included)
     ("optim", ["fairseq_crild.optim"]),
     ("data", ["fairseq_crild.data"]),  # GLUE folders, the vocabulary, metrics; no model
