@@ -317,10 +317,9 @@ def relation_log_probs(x: Tensor, num_relation_heads: int, keep: Tensor,
                        who: str = "input") -> Tensor:
     """:func:`fairseq_crild.distill.losses.relation_log_probs` with the C++ masked
     log-softmax (torch's path for tensors the kernel does not take)."""
-    rel = losses._self_relations(x, num_relation_heads, who, keep)
-    if usable(rel):
-        return masked_log_softmax(rel, keep)
-    return losses.relation_log_probs(x, num_relation_heads, keep, who)
+    if x.device.type != "cpu":  # decided before the product, so it is computed once
+        return losses.relation_log_probs(x, num_relation_heads, keep, who)
+    return masked_log_softmax(losses._self_relations(x, num_relation_heads, who, keep), keep)
 
 
 def relation_kl_from_log_probs(logp_s: Tensor, logp_t: Tensor, keep: Tensor) -> Tensor:
